@@ -1,0 +1,1 @@
+"""validator_node/chain"""

@@ -1,0 +1,54 @@
+"""`validator-node` command line: one entry point, one module per command group.
+
+Each command group lives in its own module exposing ``register(subparsers)``; the module is
+imported lazily only when needed so `validator-node --help` stays fast (libp2p and bittensor take
+most of a second to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# (command name, module path, one-line help). Each module defines `register(parser)` which adds
+# its arguments/sub-commands to `parser` and sets `func` defaults returning an exit code.
+COMMAND_GROUPS: list[tuple[str, str, str]] = [
+    ("sim", "validator_node.cli_sim", "run the deterministic consensus simulator"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="validator-node", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module, help_text in COMMAND_GROUPS:
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # First pass finds the command group; the group's module then defines its own arguments.
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    names = {name: module for name, module, _ in COMMAND_GROUPS}
+    if argv[0] not in names:
+        parser.print_usage(sys.stderr)
+        print(f"validator-node: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
+    group = argparse.ArgumentParser(prog=f"validator-node {argv[0]}")
+    importlib.import_module(names[argv[0]]).register(group)
+    args = group.parse_args(argv[1:])
+    func = getattr(args, "func", None)
+    if func is None:
+        group.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

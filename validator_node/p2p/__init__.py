@@ -1,0 +1,1 @@
+"""validator_node/p2p"""
