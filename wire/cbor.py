@@ -23,11 +23,13 @@ def dumps(value: Any) -> bytes:
         raise WireError(f"cannot encode value: {exc}") from None
 
 
-def loads(data: bytes, max_size: int) -> Any:
+def loads(data: bytes, max_size: int, *, plain_check: bool = True) -> Any:
     """Decode exactly one canonical CBOR item of at most `max_size` bytes.
 
     Refuses oversized input before touching it, trailing bytes, tags (bignums, dates and other
     extensions are not part of any message), floats, maps, and any non-canonical encoding.
+    `plain_check=False` skips the walk that refuses floats and maps, for callers (the message
+    codec) that check every value against a schema anyway.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireError(f"expected bytes, got {type(data).__name__}")
@@ -45,7 +47,8 @@ def loads(data: bytes, max_size: int) -> Any:
         raise WireError(f"malformed CBOR: {exc}") from None
     if stream.tell() != len(data):
         raise WireError(f"{len(data) - stream.tell()} trailing bytes after the CBOR item")
-    _check_plain(value, depth=0)
+    if plain_check:
+        _check_plain(value, depth=0)
     if dumps(value) != data:
         raise WireError("encoding is not canonical")
     return value

@@ -91,7 +91,9 @@ def wire_message(
             enc, dec = _compile(hints[f.name], f"{tag}.{f.name}")
             encs.append(enc)
             decs.append(dec)
-        dc.__wire__ = MessageSpec(tag, version, max_size, domain or tag, tuple(names), tuple(encs), tuple(decs))
+        dc.__wire__ = MessageSpec(
+            tag, version, max_size, domain or tag, tuple(names), tuple(encs), tuple(decs)
+        )
         _REGISTRY[tag] = dc
         return dc
 
@@ -135,26 +137,32 @@ def digest(msg: Any) -> bytes:
 def decode(data: bytes, expected: type[M]) -> M:
     """Decode bytes that must be a message of type `expected` (checked before its size cap)."""
     spec = spec_of(expected)
-    value = cbor.loads(data, spec.max_size)
+    value = cbor.loads(data, spec.max_size, plain_check=False)
     return _from_value(value, expected)
 
 
 def decode_any(data: bytes, allowed: tuple[type, ...], max_size: int | None = None) -> Any:
     """Decode one of several message types, dispatching on the tag."""
+    by_tag = _TAG_TABLES.get(allowed)
+    if by_tag is None:
+        by_tag = _TAG_TABLES[allowed] = {spec_of(c).tag: c for c in allowed}
     cap = max_size if max_size is not None else max(spec_of(c).max_size for c in allowed)
-    value = cbor.loads(data, cap)
+    value = cbor.loads(data, cap, plain_check=False)
     if not isinstance(value, list) or not value or not isinstance(value[0], str):
         raise WireError("not a tagged message")
-    for cls in allowed:
-        if spec_of(cls).tag == value[0]:
-            if len(data) > spec_of(cls).max_size:
-                raise WireError(f"{value[0]} is {len(data)} bytes, over its cap of {spec_of(cls).max_size}")
-            return _from_value(value, cls)
-    raise WireError(f"unexpected message tag {value[0]!r}")
+    cls = by_tag.get(value[0])
+    if cls is None:
+        raise WireError(f"unexpected message tag {value[0]!r}")
+    if len(data) > cls.__wire__.max_size:
+        raise WireError(f"{value[0]} is {len(data)} bytes, over its cap of {cls.__wire__.max_size}")
+    return _from_value(value, cls)
+
+
+_TAG_TABLES: dict[tuple[type, ...], dict[str, type]] = {}
 
 
 def _from_value(value: Any, cls: type[M]) -> M:
-    spec = spec_of(cls)
+    spec: MessageSpec = cls.__wire__  # type: ignore[attr-defined]
     if not isinstance(value, list) or len(value) < 2:
         raise WireError(f"{spec.tag}: not a tagged message array")
     tag, version = value[0], value[1]
@@ -238,7 +246,9 @@ def _compile(tp: Any, where: str) -> tuple[Callable[[Any], Any], Callable[[Any],
         if len(args) != 1 or len(typing.get_args(tp)) != 2:
             raise TypeError(f"{where}: only `T | None` unions are supported")
         inner_enc, inner_dec = _compile(args[0], where)
-        return (lambda v: None if v is None else inner_enc(v)), (lambda v: None if v is None else inner_dec(v))
+        return (lambda v: None if v is None else inner_enc(v)), (
+            lambda v: None if v is None else inner_dec(v)
+        )
     if isinstance(tp, type) and isinstance(getattr(tp, "__wire__", None), MessageSpec):
         nested = tp
 

@@ -1,0 +1,681 @@
+"""A stake-weighted PBFT replica as a sans-I/O state machine.
+
+Inputs: `start(now)`, `on_message(packet, now)`, `on_timer(now)`, `propose(block)`.
+Outputs: lists of actions (see `consensus.actions`). No clock reads, no I/O, no randomness.
+
+One consensus instance runs per height. Within a height, views proceed as in PBFT:
+
+* the leader of (height, view) broadcasts a PrePrepare with the block;
+* replicas that accept it (right leader, valid block, justified view) broadcast PREPARE;
+* a quorum of PREPAREs makes the block *prepared*: the replica keeps the certificate and
+  broadcasts COMMIT;
+* a quorum of COMMITs for any view decides the block (the commit certificate is the proof);
+* on timeout a replica broadcasts a ViewChange carrying its highest prepared certificate; the new
+  leader, on a quorum of view changes, re-proposes the highest prepared block (or a fresh one if
+  none) with the view changes as justification.
+
+Safety rests on two invariants enforced in `_sign`: a replica never signs two different values
+for one (height, view, kind), and it reports the highest prepared certificate it ever held, even
+across a crash (the durable vote record carries both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from consensus.actions import (
+    Action,
+    Broadcast,
+    Decide,
+    PersistVote,
+    Rejected,
+    ReportEvidence,
+    RequestProposal,
+    Send,
+    ViewChanged,
+)
+from consensus.certificates import CertificateError, build_certificate, verify_certificate
+from consensus.crypto import Scheme, Signer, Sr25519Scheme, open_signed, seal
+from consensus.messages import (
+    PACKET_TYPES,
+    PHASE_COMMIT,
+    PHASE_PREPARE,
+    RECORD_PROPOSAL,
+    RECORD_VIEW_CHANGE,
+    Certificate,
+    DecisionPacket,
+    Equivocation,
+    PrePrepare,
+    ProposalPacket,
+    SyncPacket,
+    SyncRequest,
+    ViewChange,
+    ViewChangePacket,
+    Vote,
+    VotePacket,
+    VoteRecord,
+)
+from consensus.round_state import KIND_PREPREPARE, KIND_VIEW_CHANGE, RoundState
+from consensus.validators import ValidatorSet
+from wire.codec import decode_any
+from wire.errors import WireError
+
+BlockValidator = Callable[[int, bytes], str | None]
+ValidatorSets = Callable[[int], ValidatorSet]
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    netuid: int
+    base_timeout: float = 2.0
+    max_timeout_exponent: int = 6
+    future_heights: int = 8
+    max_view_ahead: int = 64
+    decided_window: int = 256
+    sync_batch: int = 16
+
+    def timeout(self, view: int) -> float:
+        return self.base_timeout * (2 ** min(view, self.max_timeout_exponent))
+
+
+def block_hash_of(block: bytes) -> bytes:
+    return hashlib.sha256(block).digest()
+
+
+class Replica:
+    def __init__(
+        self,
+        signer: Signer,
+        validator_sets: ValidatorSets,
+        validate_block: BlockValidator,
+        config: ReplicaConfig,
+        *,
+        scheme: Scheme | None = None,
+        committed_height: int = 0,
+        records: Iterable[VoteRecord] = (),
+        decisions: Callable[[int], DecisionPacket | None] | None = None,
+    ) -> None:
+        """`decisions` looks up decided blocks older than the in-memory window (or from before a
+        restart) in the application's store, so this replica can still help laggards."""
+        self.signer = signer
+        self.me = signer.public_key
+        self.validator_sets = validator_sets
+        self.validate_block = validate_block
+        self.cfg = config
+        self.scheme = scheme or Sr25519Scheme()
+        self.height = committed_height + 1
+        self.view = 0
+        self.in_view_change = False
+        self.deadline = float("inf")
+        self.decided: dict[int, DecisionPacket] = {}
+        self._decisions = decisions
+        self._records: dict[int, list[VoteRecord]] = {}
+        for r in records:
+            if r.height > committed_height:
+                self._records.setdefault(r.height, []).append(r)
+        self._future: dict[int, list[Any]] = {}
+        self._sync_asked: dict[tuple[bytes, int], float] = {}
+        self._helped: dict[tuple[bytes, int], float] = {}
+        self._pending_proposal: tuple[int, int] | None = None
+        self.round = RoundState(self.height, validator_sets(self.height))
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now: float) -> list[Action]:
+        """Begin (or resume after a restart) deciding `self.height`."""
+        out: list[Action] = []
+        self._now = now
+        self._enter_height(self.height, now, out, resumed=True)
+        return out
+
+    def on_message(self, packet: Any, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._now = now
+        self._drain(now, out)
+        if isinstance(packet, bytes | bytearray | memoryview):
+            try:
+                packet = decode_any(bytes(packet), PACKET_TYPES)
+            except WireError as exc:
+                return [Rejected("malformed", str(exc))]
+        try:
+            self._dispatch(packet, now, out)
+        except WireError as exc:
+            out.append(Rejected("malformed", str(exc)))
+        return out
+
+    def on_timer(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._now = now
+        self._drain(now, out)
+        if now >= self.deadline:
+            self._start_view_change(self.view + 1, now, out)
+        return out
+
+    def propose(self, block: bytes) -> list[Action]:
+        """Answer a RequestProposal for the current (height, view) with a block."""
+        out: list[Action] = []
+        if self._pending_proposal != (self.height, self.view):
+            return [Rejected("not_leader", f"no proposal pending for {self.height}/{self.view}")]
+        self._pending_proposal = None
+        self._send_proposal(block, out)
+        return out
+
+    def _drain(self, now: float, out: list[Action]) -> None:
+        """Replay packets buffered for the current height (see Decide's contract)."""
+        height = self.height
+        for pkt in self._future.pop(height, []):
+            if self.height != height:
+                return
+            self._dispatch(pkt, now, out)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, pkt: Any, now: float, out: list[Action]) -> None:
+        if isinstance(pkt, VotePacket):
+            self._on_vote(pkt, now, out)
+        elif isinstance(pkt, ProposalPacket):
+            self._on_proposal(pkt, now, out)
+        elif isinstance(pkt, ViewChangePacket):
+            self._on_view_change(pkt, now, out)
+        elif isinstance(pkt, DecisionPacket):
+            self._on_decision(pkt, now, out)
+        elif isinstance(pkt, SyncPacket):
+            self._on_sync(pkt, out)
+        else:
+            out.append(Rejected("malformed", f"not a consensus packet: {type(pkt).__name__}"))
+
+    def _open(self, env: Any, cls: type, out: list[Action]) -> Any | None:
+        try:
+            msg = open_signed(env, cls, self.cfg.netuid, self.scheme)
+        except WireError as exc:
+            out.append(Rejected("bad_signature", str(exc), env.signer))
+            return None
+        return msg
+
+    def _route_height(self, height: int, signer: bytes, pkt: Any, out: list[Action]) -> bool:
+        """True if `height` is the current one; otherwise buffer, help or drop the packet."""
+        if height == self.height:
+            return True
+        if height < self.height:
+            # A view change for a height we decided means its sender is stuck there: help it,
+            # at most once per (sender, height) per base timeout so it cannot make us amplify.
+            if isinstance(pkt, ViewChangePacket) and signer != self.me:
+                decision = self._lookup_decided(height)
+                if decision is not None and self._rate_ok(self._helped, (signer, height)):
+                    out.append(Send(signer, decision))
+            return False
+        if height > self.height + self.cfg.future_heights:
+            out.append(Rejected("height_too_far", f"height {height}, at {self.height}", signer))
+            return False
+        if signer not in self.round.vset:
+            out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))
+            return False
+        buf = self._future.setdefault(height, [])
+        if len(buf) >= 8 * len(self.round.vset) + 64:
+            out.append(Rejected("future_buffer_full", f"height {height}", signer))
+        else:
+            buf.append(pkt)
+        self._ask_sync(signer, out)
+        return False
+
+    def _rate_ok(self, table: dict[tuple[bytes, int], float], key: tuple[bytes, int]) -> bool:
+        last = table.get(key)
+        if last is not None and self._now - last < self.cfg.base_timeout:
+            return False
+        if len(table) > 50_000:
+            table.clear()
+        table[key] = self._now
+        return True
+
+    def _ask_sync(self, peer: bytes, out: list[Action]) -> None:
+        if peer == self.me or not self._rate_ok(self._sync_asked, (peer, self.height)):
+            return
+        req = seal(SyncRequest(height=self.height), self.signer, self.cfg.netuid)
+        out.append(Send(peer, SyncPacket(request=req)))
+
+    def _member(self, signer: bytes, out: list[Action], vset: ValidatorSet | None = None) -> bool:
+        if signer in (vset or self.round.vset):
+            return True
+        out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))
+        return False
+
+    def _view_in_range(self, view: int, signer: bytes, out: list[Action]) -> bool:
+        if view > self.view + self.cfg.max_view_ahead:
+            out.append(Rejected("view_too_far", f"view {view}, at {self.view}", signer))
+            return False
+        return True
+
+    def _equivocation(
+        self, kind: int, view: int, signer: bytes, value: bytes, env: Any, out: list[Action]
+    ) -> bool:
+        """Return True if the statement is new; report evidence on the first conflict."""
+        verdict = self.round.observe(kind, view, signer, value, env)
+        if verdict == "conflict":
+            first_env = self.round.first_seen[(kind, view, signer)][1]
+            out.append(ReportEvidence(Equivocation(first=first_env, second=env)))
+            return True  # a conflicting vote still counts for its own value (PBFT allows it)
+        return verdict == "new"
+
+    # ------------------------------------------------------------------ votes
+
+    def _on_vote(self, pkt: VotePacket, now: float, out: list[Action]) -> None:
+        env = pkt.vote
+        vote = self._open(env, Vote, out)
+        if vote is None:
+            return
+        if vote.phase not in (PHASE_PREPARE, PHASE_COMMIT):
+            out.append(Rejected("malformed", f"unknown phase {vote.phase}", env.signer))
+            return
+        if not self._route_height(vote.height, env.signer, pkt, out):
+            return
+        if not self._member(env.signer, out) or not self._view_in_range(vote.view, env.signer, out):
+            return
+        if not self._equivocation(vote.phase, vote.view, env.signer, vote.block_hash, env, out):
+            return
+        self.round.add_vote(vote.phase, vote.view, vote.block_hash, env.signer, env.signature)
+        self._progress(vote.view, vote.block_hash, now, out)
+
+    def _progress(self, view: int, block_hash: bytes, now: float, out: list[Action]) -> None:
+        """Re-evaluate the prepared and committed predicates for (view, block_hash)."""
+        rs = self.round
+        if (
+            view == self.view
+            and not self.in_view_change
+            and rs.accepted.get(view) == block_hash
+            and (PHASE_COMMIT, view) not in rs.signed
+            and rs.has_quorum(PHASE_PREPARE, view, block_hash)
+        ):
+            cert = build_certificate(
+                PHASE_PREPARE, self.height, view, block_hash, rs.tally(PHASE_PREPARE, view, block_hash)
+            )
+            block = rs.blocks.get(block_hash)
+            rs.keep_prepared(cert, block)
+            self._vote(PHASE_COMMIT, view, block_hash, out, prepared=cert, block=block)
+        if rs.has_quorum(PHASE_COMMIT, view, block_hash):
+            block = rs.blocks.get(block_hash)
+            if block is None:
+                # certified but we never saw the block: fetch the decision from a signer
+                for signer in sorted(rs.tally(PHASE_COMMIT, view, block_hash))[:2]:
+                    self._ask_sync(signer, out)
+                return
+            cert = build_certificate(
+                PHASE_COMMIT, self.height, view, block_hash, rs.tally(PHASE_COMMIT, view, block_hash)
+            )
+            self._decide(DecisionPacket(block=block, certificate=cert), now, out)
+
+    def _vote(
+        self,
+        phase: int,
+        view: int,
+        block_hash: bytes,
+        out: list[Action],
+        *,
+        prepared: Certificate | None = None,
+        block: bytes | None = None,
+    ) -> None:
+        env = self._sign(
+            phase, view, block_hash, Vote(phase, self.height, view, block_hash), out, prepared, block
+        )
+        if env is None:
+            return
+        out.append(Broadcast(VotePacket(vote=env)))
+        self.round.observe(phase, view, self.me, block_hash, env)
+        self.round.add_vote(phase, view, block_hash, self.me, env.signature)
+
+    def _sign(
+        self,
+        kind: int,
+        view: int,
+        value: bytes,
+        statement: Any,
+        out: list[Action],
+        prepared: Certificate | None = None,
+        block: bytes | None = None,
+    ) -> Any | None:
+        """Sign a statement at most once per (kind, view): the replica's central safety guard."""
+        if (kind, view) in self.round.signed:
+            return None  # already signed this (kind, view): never sign a second value
+        env = seal(statement, self.signer, self.cfg.netuid)
+        self.round.signed[(kind, view)] = (value, env)
+        rec = VoteRecord(
+            kind=kind,
+            height=self.height,
+            view=view,
+            block_hash=value if len(value) == 32 else None,
+            envelope=env,
+            prepared=prepared,
+            block=block,
+        )
+        out.append(PersistVote(rec))
+        return env
+
+    # ------------------------------------------------------------------ proposals
+
+    def _send_proposal(self, block: bytes, out: list[Action]) -> None:
+        view = self.view
+        bh = block_hash_of(block)
+        env = self._sign(RECORD_PROPOSAL, view, bh, PrePrepare(self.height, view, bh), out, None, block)
+        if env is None:
+            return
+        justification: tuple[ViewChangePacket, ...] = ()
+        if view > 0:
+            vcs = self.round.view_changes.get(view, {})
+            justification = tuple(vcs[k] for k in sorted(vcs))
+        pkt = ProposalPacket(pre_prepare=env, block=block, justification=justification)
+        out.append(Broadcast(pkt))
+        self.round.justification_ok.add((view, bh))
+        self._accept_proposal(view, bh, block, env, out)
+
+    def _on_proposal(self, pkt: ProposalPacket, now: float, out: list[Action]) -> None:
+        env = pkt.pre_prepare
+        pp = self._open(env, PrePrepare, out)
+        if pp is None:
+            return
+        if not self._route_height(pp.height, env.signer, pkt, out):
+            return
+        if not self._member(env.signer, out) or not self._view_in_range(pp.view, env.signer, out):
+            return
+        if env.signer != self.round.vset.leader(pp.height, pp.view):
+            out.append(Rejected("not_leader", f"{env.signer.hex()[:16]} does not lead view {pp.view}"))
+            return
+        if block_hash_of(pkt.block) != pp.block_hash:
+            out.append(Rejected("block_hash_mismatch", f"proposal {pp.height}/{pp.view}", env.signer))
+            return
+        if not self._equivocation(KIND_PREPREPARE, pp.view, env.signer, pp.block_hash, env, out):
+            return
+        if pp.view < self.view or pp.view in self.round.accepted:
+            return  # stale, or already accepted for this view
+        if pp.view > 0 and not self._justified(pp, pkt, out):
+            return
+        if pp.view > self.view or self.in_view_change:
+            self._enter_view(pp.view, now, out)
+        self._accept_proposal(pp.view, pp.block_hash, pkt.block, env, out)
+
+    def _accept_proposal(self, view: int, bh: bytes, block: bytes, env: Any, out: list[Action]) -> None:
+        rs = self.round
+        if view != self.view or self.in_view_change or view in rs.accepted:
+            return
+        reason = self.validate_block(self.height, block)
+        if reason is not None:
+            out.append(Rejected("invalid_block", f"{self.height}/{view}: {reason}", env.signer))
+            return
+        rs.blocks[bh] = block
+        rs.accepted[view] = bh
+        self._vote(PHASE_PREPARE, view, bh, out, block=block)
+        self._progress(view, bh, self._now, out)
+
+    def _justified(self, pp: PrePrepare, pkt: ProposalPacket, out: list[Action]) -> bool:
+        """A proposal for view > 0 must carry a quorum of view changes and re-propose the
+        highest prepared block among them (if any)."""
+        rs = self.round
+        if (pp.view, pp.block_hash) in rs.justification_ok:
+            return True
+        signers: set[bytes] = set()
+        best: tuple[int, bytes] | None = None
+        for vcp in pkt.justification:
+            vc = self._check_view_change(vcp, out)
+            if vc is None or vc.view != pp.view or vc.height != pp.height:
+                out.append(Rejected("invalid_justification", "bad view change in new-view"))
+                return False
+            signers.add(vcp.view_change.signer)
+            if vc.prepared_view is not None and (best is None or vc.prepared_view > best[0]):
+                best = (vc.prepared_view, vc.prepared_hash)
+        if not rs.vset.is_quorum(rs.vset.stake_of_all(signers)):
+            out.append(Rejected("invalid_justification", f"new-view {pp.view} lacks a quorum"))
+            return False
+        if best is not None and best[1] != pp.block_hash:
+            out.append(Rejected("invalid_justification", f"new-view {pp.view} ignores a prepared block"))
+            return False
+        rs.justification_ok.add((pp.view, pp.block_hash))
+        return True
+
+    # ------------------------------------------------------------------ view changes
+
+    def _check_view_change(
+        self, pkt: ViewChangePacket, out: list[Action], opened: ViewChange | None = None
+    ) -> ViewChange | None:
+        env = pkt.view_change
+        vc = opened if opened is not None else self._open(env, ViewChange, out)
+        if vc is None or not self._member(env.signer, out, self.validator_sets(vc.height)):
+            return None
+        if vc.prepared_view is None:
+            if vc.prepared_hash is not None or pkt.prepared is not None:
+                out.append(Rejected("invalid_certificate", "view change with a stray certificate"))
+                return None
+            return vc
+        if vc.prepared_hash is None or pkt.prepared is None or vc.prepared_view >= vc.view:
+            out.append(Rejected("invalid_certificate", "view change claims a prepared value without proof"))
+            return None
+        cert = pkt.prepared
+        if cert.view != vc.prepared_view:
+            out.append(Rejected("invalid_certificate", "prepared certificate view mismatch"))
+            return None
+        try:
+            verify_certificate(
+                cert,
+                self.validator_sets(vc.height),
+                self.cfg.netuid,
+                self.scheme,
+                phase=PHASE_PREPARE,
+                height=vc.height,
+                block_hash=vc.prepared_hash,
+            )
+        except CertificateError as exc:
+            out.append(Rejected("invalid_certificate", str(exc), env.signer))
+            return None
+        return vc
+
+    def _on_view_change(self, pkt: ViewChangePacket, now: float, out: list[Action]) -> None:
+        env = pkt.view_change
+        opened = self._open(env, ViewChange, out)
+        if opened is None or not self._route_height(opened.height, env.signer, pkt, out):
+            return
+        vc = self._check_view_change(pkt, out, opened)
+        if vc is None or not self._view_in_range(vc.view, env.signer, out):
+            return
+        if pkt.block is not None:
+            if vc.prepared_hash is None or block_hash_of(pkt.block) != vc.prepared_hash:
+                out.append(Rejected("block_hash_mismatch", "view change block", env.signer))
+                return
+            self.round.blocks.setdefault(vc.prepared_hash, pkt.block)
+        value = (vc.prepared_view or 0).to_bytes(4, "big") + (vc.prepared_hash or b"")
+        if not self._equivocation(KIND_VIEW_CHANGE, vc.view, env.signer, value, env, out):
+            return
+        if vc.view < self.view:
+            return
+        stripped = ViewChangePacket(view_change=env, prepared=pkt.prepared, block=None)
+        self.round.view_changes.setdefault(vc.view, {})[env.signer] = stripped
+        # f+1 rule: if more than 1/3 of stake wants a later view, follow the smallest such view
+        ahead = {
+            s: v for v, by in self.round.view_changes.items() if v > self.view for s in by if s != self.me
+        }
+        if ahead and self.round.vset.exceeds_one_third(self.round.vset.stake_of_all(ahead)):
+            self._start_view_change(min(ahead.values()), now, out)
+        self._check_new_view(vc.view, out)
+
+    def _start_view_change(self, view: int, now: float, out: list[Action]) -> None:
+        if view <= self.view and self.in_view_change:
+            return
+        self.view = view
+        self.in_view_change = True
+        self.deadline = now + self.cfg.timeout(view)
+        out.append(ViewChanged(self.height, view))
+        rs = self.round
+        p = rs.prepared
+        vc = ViewChange(
+            height=self.height,
+            view=view,
+            prepared_view=None if p is None else p.view,
+            prepared_hash=None if p is None else p.block_hash,
+        )
+        value = (vc.prepared_view or 0).to_bytes(4, "big") + (vc.prepared_hash or b"")
+        env = self._sign(RECORD_VIEW_CHANGE, view, value, vc, out, p, rs.prepared_block)
+        if env is None:
+            return
+        rs.observe(KIND_VIEW_CHANGE, view, self.me, value, env)
+        pkt = ViewChangePacket(view_change=env, prepared=p, block=None)
+        rs.view_changes.setdefault(view, {})[self.me] = pkt
+        out.append(Broadcast(pkt))
+        leader = rs.vset.leader(self.height, view)
+        if leader != self.me and rs.prepared_block is not None:
+            out.append(Send(leader, ViewChangePacket(view_change=env, prepared=p, block=rs.prepared_block)))
+        self._check_new_view(view, out)
+
+    def _check_new_view(self, view: int, out: list[Action]) -> None:
+        rs = self.round
+        if view != self.view or view in rs.new_view_sent or rs.vset.leader(self.height, view) != self.me:
+            return
+        vcs = rs.view_changes.get(view, {})
+        if not rs.vset.is_quorum(rs.vset.stake_of_all(vcs)):
+            return
+        best: Certificate | None = None
+        for pkt in vcs.values():
+            if pkt.prepared is not None and (best is None or pkt.prepared.view > best.view):
+                best = pkt.prepared
+        if best is not None:
+            block = rs.blocks.get(best.block_hash)
+            if block is None:
+                return  # wait for a replica that prepared it to send us the block
+            rs.new_view_sent.add(view)
+            self.in_view_change = False
+            self._send_proposal(block, out)
+            return
+        rs.new_view_sent.add(view)
+        self.in_view_change = False
+        self._request_proposal(out)
+
+    def _enter_view(self, view: int, now: float, out: list[Action]) -> None:
+        if view != self.view:
+            out.append(ViewChanged(self.height, view))
+        self.view = view
+        self.in_view_change = False
+        self.deadline = now + self.cfg.timeout(view)
+
+    # ------------------------------------------------------------------ decisions and sync
+
+    def _decide(self, decision: DecisionPacket, now: float, out: list[Action]) -> None:
+        h = decision.certificate.height
+        out.append(Decide(h, decision.block, decision.certificate))
+        self.decided[h] = decision
+        for old in [k for k in self.decided if k <= h - self.cfg.decided_window]:
+            del self.decided[old]
+        self._enter_height(h + 1, now, out)
+
+    def _on_decision(self, pkt: DecisionPacket, now: float, out: list[Action]) -> None:
+        cert = pkt.certificate
+        if cert.height < self.height:
+            return
+        if cert.height > self.height:
+            buf = self._future.setdefault(cert.height, [])
+            if (
+                cert.height <= self.height + self.cfg.future_heights
+                and len(buf) < 8 * len(self.round.vset) + 64
+            ):
+                buf.append(pkt)
+            return
+        try:
+            verify_certificate(
+                cert,
+                self.round.vset,
+                self.cfg.netuid,
+                self.scheme,
+                height=self.height,
+                block_hash=block_hash_of(pkt.block),
+            )
+        except CertificateError as exc:
+            out.append(Rejected("invalid_certificate", str(exc)))
+            return
+        self._decide(pkt, now, out)
+
+    def _on_sync(self, pkt: SyncPacket, out: list[Action]) -> None:
+        req = self._open(pkt.request, SyncRequest, out)
+        if req is None or not self._member(pkt.request.signer, out):
+            return
+        for h in range(req.height, min(req.height + self.cfg.sync_batch, self.height)):
+            decision = self._lookup_decided(h)
+            if decision is None:
+                break
+            out.append(Send(pkt.request.signer, decision))
+
+    def _lookup_decided(self, height: int) -> DecisionPacket | None:
+        found = self.decided.get(height)
+        if found is None and self._decisions is not None:
+            found = self._decisions(height)
+        return found
+
+    def _enter_height(self, height: int, now: float, out: list[Action], resumed: bool = False) -> None:
+        if not resumed:
+            self.height = height
+            self.view = 0
+            self.in_view_change = False
+            self.round = RoundState(height, self.validator_sets(height))
+        self._pending_proposal = None
+        self._now = now
+        self.deadline = now + self.cfg.timeout(self.view)
+        self._restore(out)
+        for h in [k for k in self._future if k < height]:
+            del self._future[h]
+        idle = not self.in_view_change and self.view == 0 and 0 not in self.round.accepted
+        if idle and self.round.vset.leader(self.height, 0) == self.me:
+            self._request_proposal(out)
+        # Packets buffered for this height are replayed on the next input, not now: the driver
+        # must first apply the Decide for the previous height, or blocks here would not validate.
+
+    def _request_proposal(self, out: list[Action]) -> None:
+        rs = self.round
+        if (RECORD_PROPOSAL, self.view) in rs.signed or self.view in rs.proposal_requested:
+            return
+        rs.proposal_requested.add(self.view)
+        self._pending_proposal = (self.height, self.view)
+        out.append(RequestProposal(self.height, self.view))
+
+    def _restore(self, out: list[Action]) -> None:
+        """Rebuild this height's own statements from the durable vote record and re-send them."""
+        records = self._records.pop(self.height, [])
+        if not records:
+            return
+        rs = self.round
+        last_view, last_kind = -1, -1
+        for r in sorted(records, key=lambda r: (r.view, r.kind)):
+            value = r.block_hash if r.block_hash is not None else _vc_value(r)
+            rs.signed[(r.kind, r.view)] = (value, r.envelope)
+            if r.prepared is not None:
+                rs.keep_prepared(r.prepared, r.block)
+            if r.block is not None and r.block_hash is not None:
+                rs.blocks[r.block_hash] = r.block
+            if r.kind == PHASE_PREPARE and r.block_hash is not None:
+                rs.accepted[r.view] = r.block_hash
+                rs.add_vote(PHASE_PREPARE, r.view, r.block_hash, self.me, r.envelope.signature)
+            elif r.kind == PHASE_COMMIT and r.block_hash is not None:
+                rs.add_vote(PHASE_COMMIT, r.view, r.block_hash, self.me, r.envelope.signature)
+            if (r.view, r.kind) > (last_view, last_kind):
+                last_view, last_kind = r.view, r.kind
+            out.append(Broadcast(_packet_for(r)))
+        self.view = last_view
+        self.in_view_change = last_kind == RECORD_VIEW_CHANGE
+        if self.in_view_change:
+            rec = next(r for r in records if r.kind == RECORD_VIEW_CHANGE and r.view == last_view)
+            rs.view_changes.setdefault(last_view, {})[self.me] = ViewChangePacket(
+                view_change=rec.envelope, prepared=rec.prepared, block=None
+            )
+        if any(r.kind == RECORD_PROPOSAL for r in records):
+            rs.proposal_requested.update(r.view for r in records if r.kind == RECORD_PROPOSAL)
+        self.deadline = self._now + self.cfg.timeout(self.view)
+
+    _now: float = 0.0
+
+
+def _vc_value(r: VoteRecord) -> bytes:
+    p = r.prepared
+    return (0 if p is None else p.view).to_bytes(4, "big") + (b"" if p is None else p.block_hash)
+
+
+def _packet_for(r: VoteRecord) -> Any:
+    if r.kind == RECORD_PROPOSAL:
+        return ProposalPacket(pre_prepare=r.envelope, block=r.block or b"", justification=())
+    if r.kind == RECORD_VIEW_CHANGE:
+        return ViewChangePacket(view_change=r.envelope, prepared=r.prepared, block=None)
+    return VotePacket(vote=r.envelope)
