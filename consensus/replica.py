@@ -60,7 +60,7 @@ from consensus.messages import (
 )
 from consensus.round_state import KIND_PREPREPARE, KIND_VIEW_CHANGE, RoundState
 from consensus.validators import ValidatorSet
-from wire.codec import decode_any
+from wire.codec import decode, decode_any
 from wire.errors import WireError
 
 BlockValidator = Callable[[int, bytes], str | None]
@@ -195,6 +195,27 @@ class Replica:
             return None
         return msg
 
+    def _admit(self, env: Any, cls: type, pkt: Any, out: list[Action]) -> Any | None:
+        """Decode a signed statement and return it if it is for the current height and verifies.
+
+        Statements for heights already decided are dropped *before* the signature check (late
+        votes are the common case and verifying them would double a round's cost); view changes
+        are the exception, because answering them helps a stuck validator and must not be
+        triggered by forgeries. Future statements are verified, then buffered.
+        """
+        try:
+            msg = decode(env.body, cls)
+        except WireError as exc:
+            out.append(Rejected("malformed", str(exc), env.signer))
+            return None
+        height = msg.height
+        if height < self.height and cls is not ViewChange:
+            return None
+        msg = self._open(env, cls, out)
+        if msg is None or not self._route_height(height, env.signer, pkt, out):
+            return None
+        return msg
+
     def _route_height(self, height: int, signer: bytes, pkt: Any, out: list[Action]) -> bool:
         """True if `height` is the current one; otherwise buffer, help or drop the packet."""
         if height == self.height:
@@ -263,13 +284,11 @@ class Replica:
 
     def _on_vote(self, pkt: VotePacket, now: float, out: list[Action]) -> None:
         env = pkt.vote
-        vote = self._open(env, Vote, out)
+        vote = self._admit(env, Vote, pkt, out)
         if vote is None:
             return
         if vote.phase not in (PHASE_PREPARE, PHASE_COMMIT):
             out.append(Rejected("malformed", f"unknown phase {vote.phase}", env.signer))
-            return
-        if not self._route_height(vote.height, env.signer, pkt, out):
             return
         if not self._member(env.signer, out) or not self._view_in_range(vote.view, env.signer, out):
             return
@@ -371,10 +390,8 @@ class Replica:
 
     def _on_proposal(self, pkt: ProposalPacket, now: float, out: list[Action]) -> None:
         env = pkt.pre_prepare
-        pp = self._open(env, PrePrepare, out)
+        pp = self._admit(env, PrePrepare, pkt, out)
         if pp is None:
-            return
-        if not self._route_height(pp.height, env.signer, pkt, out):
             return
         if not self._member(env.signer, out) or not self._view_in_range(pp.view, env.signer, out):
             return
@@ -470,8 +487,8 @@ class Replica:
 
     def _on_view_change(self, pkt: ViewChangePacket, now: float, out: list[Action]) -> None:
         env = pkt.view_change
-        opened = self._open(env, ViewChange, out)
-        if opened is None or not self._route_height(opened.height, env.signer, pkt, out):
+        opened = self._admit(env, ViewChange, pkt, out)
+        if opened is None:
             return
         vc = self._check_view_change(pkt, out, opened)
         if vc is None or not self._view_in_range(vc.view, env.signer, out):

@@ -1,0 +1,20 @@
+"""`python -m bench` (what `make bench` runs): every benchmark module in turn."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+MODULES = ("bench.bench_consensus", "bench.bench_runtime")
+
+
+def main() -> None:
+    for name in MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        print(f"== {name} ==", flush=True)
+        importlib.import_module(name).main()
+
+
+if __name__ == "__main__":
+    main()
