@@ -18,7 +18,7 @@ from typing import Any
 
 from consensus.sim.runner import ALL_FAULTS, RunResult, SimConfig, run_one
 
-SOAK_PLAN = ((4, 1, 4000), (7, 2, 3000), (16, 5, 2000), (31, 10, 1000))
+SOAK_PLAN = ((4, 1, 4000), (7, 2, 4000), (16, 5, 1500), (31, 10, 500))
 
 
 def parse_faults(text: str) -> frozenset[str]:

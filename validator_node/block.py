@@ -1,0 +1,65 @@
+"""The node's block format and its validity rule (what the replica's injected check calls).
+
+Consensus treats blocks as opaque bytes bound by hash; this module gives them meaning. A block
+names its height, the parent it extends, its proposer and the chain block the proposer observed
+(bounded so a proposer cannot invent a far-future chain time), and carries a body of application
+items. Issue 5's epoch pipeline fills the body (submissions, attestations, registry actions,
+weights); until then a block's body is empty and the chain of blocks is what validators agree on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from consensus.messages import MAX_BLOCK_SIZE
+from consensus.validators import ValidatorSet
+from wire.codec import U64, Bytes32, Len, decode, encode, wire_message
+from wire.errors import WireError
+
+GENESIS_PARENT = bytes(32)
+MAX_CHAIN_DRIFT = 20  # chain blocks a proposer may be ahead of a validator's own view
+
+
+@wire_message("node.block", version=1, max_size=MAX_BLOCK_SIZE)
+class Block:
+    height: U64
+    parent: Bytes32
+    proposer: Bytes32
+    chain_block: U64
+    body: Annotated[bytes, Len(0, MAX_BLOCK_SIZE - 256)]
+
+
+def block_hash(block_bytes: bytes) -> bytes:
+    return hashlib.sha256(block_bytes).digest()
+
+
+def build_block(height: int, parent: bytes, proposer: bytes, chain_block: int, body: bytes = b"") -> bytes:
+    return encode(Block(height, parent, proposer, chain_block, body))
+
+
+def check_block(
+    data: bytes,
+    *,
+    height: int,
+    parent: bytes,
+    parent_chain_block: int,
+    current_chain_block: int,
+    vset: ValidatorSet,
+) -> str | None:
+    """None if valid, else the reason (one line)."""
+    try:
+        b = decode(data, Block)
+    except WireError as exc:
+        return f"undecodable block: {exc}"
+    if b.height != height:
+        return f"block claims height {b.height}"
+    if b.parent != parent:
+        return "block does not extend our decided tip"
+    if b.proposer not in vset:
+        return "proposer is not a validator"
+    if b.chain_block < parent_chain_block:
+        return f"chain block {b.chain_block} goes backwards (parent saw {parent_chain_block})"
+    if b.chain_block > current_chain_block + MAX_CHAIN_DRIFT:
+        return f"chain block {b.chain_block} is ahead of ours ({current_chain_block})"
+    return None

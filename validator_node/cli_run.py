@@ -1,0 +1,159 @@
+"""`validator-node run`: one validator node, configured the way Bittensor validators are.
+
+Flags follow Bittensor's conventions (`--netuid`, `--subtensor.network`, `--wallet.name`, ...).
+Every flag can also come from a TOML config file (`--config`, keys as in the flag without the
+leading dashes, e.g. `"wallet.name" = "val0"`) or an environment variable
+(`VALIDATOR_NODE_WALLET_NAME`); the command line wins over the environment, which wins over the
+file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+# (flag, type, default, help)
+OPTIONS: list[tuple[str, Any, Any, str]] = [
+    ("netuid", int, None, "subnet id"),
+    ("subtensor.network", str, "local", "local (embedded chain), finney, test or a ws:// endpoint"),
+    ("chain.path", str, None, "local chain database (default: <data-dir>/local-chain.sqlite)"),
+    ("chain.genesis", str, None, "genesis file to create the local chain from, if it does not exist"),
+    ("wallet.name", str, "default", "wallet (coldkey) name"),
+    ("wallet.hotkey", str, "default", "hotkey name"),
+    ("wallet.path", str, "~/.bittensor/wallets", "wallets directory"),
+    ("p2p.host", str, "127.0.0.1", "listen address"),
+    ("p2p.port", int, 0, "listen port (0: any)"),
+    ("p2p.bootstrap", str, "", "comma-separated /ip4/.../tcp/.../p2p/... addresses"),
+    ("data-dir", str, "data", "state directory; the node uses <data-dir>/<netuid>/<hotkey>/"),
+    ("block-interval", float, 1.0, "seconds between a decision and the next proposal"),
+    ("consensus.timeout", float, 3.0, "base view timeout in seconds (doubles per view)"),
+    ("stop-at-height", int, None, "exit cleanly once this height is decided (tests, devnets)"),
+]
+
+
+def _env_name(flag: str) -> str:
+    return "VALIDATOR_NODE_" + flag.replace(".", "_").replace("-", "_").upper()
+
+
+def _dest(flag: str) -> str:
+    return flag.replace(".", "_").replace("-", "_")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file with any of the options below")
+    for flag, typ, _default, help_text in OPTIONS:
+        parser.add_argument(
+            f"--{flag}", dest=_dest(flag), type=typ, default=None, help=f"{help_text} (env {_env_name(flag)})"
+        )
+    parser.add_argument("--logging.debug", action="store_true", dest="logging_debug", help="debug logs")
+    parser.add_argument("--logging.json", action="store_true", dest="logging_json", help="JSON log lines")
+    parser.set_defaults(func=run_command)
+
+
+def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge defaults < config file < environment < command line."""
+    file_values: dict[str, Any] = {}
+    if args.config:
+        file_values = tomllib.loads(Path(args.config).read_text())
+    values: dict[str, Any] = {}
+    for flag, typ, default, _ in OPTIONS:
+        v = getattr(args, _dest(flag))
+        if v is None and _env_name(flag) in os.environ:
+            v = typ(os.environ[_env_name(flag)])
+        if v is None and flag in file_values:
+            v = typ(file_values[flag])
+        values[flag] = default if v is None else v
+    return values
+
+
+def setup_logging(debug: bool, as_json: bool) -> None:
+    from validator_node.logs import configure
+
+    configure(debug=debug, as_json=as_json)
+
+
+def open_chain(opts: dict[str, Any], data_dir: Path) -> Any:
+    network = opts["subtensor.network"]
+    if network == "local":
+        from validator_node.chain.local import Genesis, LocalChain
+
+        path = Path(opts["chain.path"] or data_dir / "local-chain.sqlite")
+        genesis = Genesis.load(opts["chain.genesis"]) if opts["chain.genesis"] else None
+        return LocalChain(path, genesis)
+    from validator_node.chain.subtensor import SubtensorChain
+
+    return SubtensorChain(opts["netuid"], network)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    opts = resolve_options(args)
+    setup_logging(args.logging_debug, args.logging_json)
+    log = logging.getLogger("validator_node")
+    if opts["netuid"] is None:
+        print("validator-node run: --netuid is required", file=sys.stderr)
+        return 2
+    import trio
+
+    from validator_node.node import NodeConfig, ValidatorNode
+    from wire.keys import Hotkey
+
+    try:
+        hotkey = Hotkey.from_wallet(opts["wallet.name"], opts["wallet.hotkey"], opts["wallet.path"])
+    except Exception as exc:
+        print(
+            f"validator-node run: cannot load hotkey {opts['wallet.name']}/{opts['wallet.hotkey']}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    data_root = Path(opts["data-dir"]).expanduser()
+    node_dir = data_root / str(opts["netuid"]) / hotkey.ss58
+    try:
+        chain = open_chain(opts, data_root)
+    except Exception as exc:
+        print(f"validator-node run: cannot open the chain: {exc}", file=sys.stderr)
+        return 2
+    if chain.netuid != opts["netuid"]:
+        print(
+            f"validator-node run: the chain is netuid {chain.netuid}, not {opts['netuid']}", file=sys.stderr
+        )
+        return 2
+    cfg = NodeConfig(
+        netuid=opts["netuid"],
+        data_dir=node_dir,
+        listen_host=opts["p2p.host"],
+        listen_port=opts["p2p.port"],
+        bootstrap=[a for a in opts["p2p.bootstrap"].split(",") if a],
+        block_interval=opts["block-interval"],
+        base_timeout=opts["consensus.timeout"],
+        stop_at_height=opts["stop-at-height"],
+    )
+    try:
+        node = ValidatorNode(cfg, hotkey, chain)
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    log.info("validator %s on netuid %d, data in %s", hotkey.ss58, cfg.netuid, node_dir)
+    try:
+        trio.run(node.run)
+    except KeyboardInterrupt:
+        log.info("interrupted; stopping")
+    except BaseExceptionGroup as eg:
+        # py-libp2p may raise "Nursery is closed to new arrivals" while tearing down under traffic
+        if not all(isinstance(e, RuntimeError) and "Nursery is closed" in str(e) for e in _leaves(eg)):
+            raise
+        log.info("stopped (libp2p teardown noise suppressed)")
+    finally:
+        node.store.close()
+    return 0
+
+
+def _leaves(eg: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out

@@ -1,0 +1,252 @@
+"""The validator node: wires the PBFT replica to libp2p, the store and the chain (trio).
+
+Everything the replica decides on comes in through its three inputs and every effect it wants
+comes out as an action; this module is the driver that executes them in order:
+PersistVote is committed to SQLite (fsync) before any later action of the same list runs, so a
+vote is never on the wire before it is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from consensus.actions import (
+    Broadcast,
+    Decide,
+    PersistVote,
+    Rejected,
+    ReportEvidence,
+    RequestProposal,
+    Send,
+    ViewChanged,
+)
+from consensus.replica import Replica, ReplicaConfig
+from consensus.validators import ValidatorSet
+from validator_node.block import Block, build_block, check_block
+from validator_node.chain.base import Chain
+from validator_node.metrics import Metrics
+from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
+from validator_node.store import NodeStore
+from wire.codec import decode, encode
+from wire.keys import Hotkey, public_key_of
+
+log = logging.getLogger("validator_node")
+
+
+@dataclass
+class NodeConfig:
+    netuid: int
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    bootstrap: list[str] = field(default_factory=list)
+    block_interval: float = 1.0
+    base_timeout: float = 3.0
+    stop_at_height: int | None = None
+    status_interval: float = 0.5
+
+
+def validator_set_from(chain: Chain) -> ValidatorSet:
+    """Validators of the metagraph: permit and positive stake, stake in rao (integers)."""
+    mg = chain.metagraph()
+    members = [(public_key_of(n.hotkey), n.stake) for n in mg.validators(min_stake=1)]
+    if not members:
+        raise RuntimeError(f"netuid {chain.netuid}: the metagraph has no validator with a permit and stake")
+    return ValidatorSet.of(members)
+
+
+class ValidatorNode:
+    def __init__(self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain) -> None:
+        self.cfg = cfg
+        self.hotkey = hotkey
+        self.chain = chain
+        self.metrics = Metrics()
+        self.data_dir = cfg.data_dir
+        self.store = NodeStore(self.data_dir / "node.sqlite")
+        self.vset = validator_set_from(chain)
+        if hotkey.public_key not in self.vset:
+            raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
+        self._chain_block = chain.current_block()
+        committed = self.store.check_integrity()
+        records = self.store.votes_from(committed + 1)
+        self.replica = Replica(
+            hotkey,
+            lambda h: self.vset,
+            self._validate_block,
+            ReplicaConfig(netuid=cfg.netuid, base_timeout=cfg.base_timeout),
+            committed_height=committed,
+            records=records,
+            decisions=self.store.decision,
+        )
+        if committed or records:
+            log.info("resuming at height %d with %d recorded votes", committed + 1, len(records))
+        self._proposal_due: float | None = None
+        self._last_decide = 0.0
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel[tuple[bytes, bytes]](8192)
+        self.transport = ConsensusTransport(
+            hotkey=hotkey,
+            netuid=cfg.netuid,
+            peer_seed=load_or_create_peer_seed(self.data_dir),
+            listen_host=cfg.listen_host,
+            listen_port=cfg.listen_port,
+            permitted=lambda: frozenset(v.hotkey for v in self.vset.validators),
+            current_block=lambda: self._chain_block,
+            metrics=self.metrics,
+            inbound=self._inbound_send,
+        )
+        self._done = trio.Event()
+
+    # --- the application side of consensus -----------------------------------------------------
+
+    def _tip_chain_block(self, height: int) -> int:
+        d = self.store.decision(height)
+        return 0 if d is None else decode(d.block, Block).chain_block
+
+    def _validate_block(self, height: int, data: bytes) -> str | None:
+        tip_h, tip_hash = self.store.tip()
+        if tip_h != height - 1:
+            return f"parent {height - 1} not decided here (tip {tip_h})"
+        return check_block(
+            data,
+            height=height,
+            parent=tip_hash,
+            parent_chain_block=self._tip_chain_block(tip_h),
+            current_chain_block=self._chain_block,
+            vset=self.vset,
+        )
+
+    def _build_block(self, height: int) -> bytes:
+        tip_h, tip_hash = self.store.tip()
+        chain_block = max(self._chain_block, self._tip_chain_block(tip_h))
+        return build_block(height, tip_hash, self.hotkey.public_key, chain_block)
+
+    # --- running --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.transport.run, list(self.cfg.bootstrap))
+            nursery.start_soon(self._chain_poller)
+            nursery.start_soon(self._status_writer)
+            task_status.started()
+            await self._await_quorum_links()
+            await self._execute(self.replica.start(trio.current_time()))
+            nursery.start_soon(self._consensus_loop)
+            await self._done.wait()
+            self._write_status()
+            nursery.cancel_scope.cancel()
+
+    async def _await_quorum_links(self, patience: float = 20.0) -> None:
+        """Start the replica once validators holding a quorum of stake are linked (or after
+        `patience` seconds): a leader that proposes to nobody only causes a view change."""
+        with trio.move_on_after(patience):
+            while True:
+                linked = set(self.transport.book.links) | {self.hotkey.public_key}
+                if self.vset.is_quorum(self.vset.stake_of_all(linked)):
+                    return
+                await trio.sleep(0.1)
+        log.warning("starting consensus without a quorum of linked validators")
+
+    async def _consensus_loop(self) -> None:
+        while True:
+            wake = self.replica.deadline
+            if self._proposal_due is not None:
+                wake = min(wake, self._proposal_due)
+            got = None
+            with trio.move_on_at(wake):
+                got = await self._inbound_recv.receive()
+            now = trio.current_time()
+            if got is not None:
+                _, data = got
+                await self._execute(self.replica.on_message(data, now))
+            if self._proposal_due is not None and now >= self._proposal_due:
+                self._proposal_due = None
+                height = self.replica.height
+                await self._execute(self.replica.propose(self._build_block(height)))
+            if now >= self.replica.deadline:
+                await self._execute(self.replica.on_timer(now))
+
+    async def _execute(self, actions: list[Any]) -> None:
+        decided = False
+        for a in actions:
+            if isinstance(a, PersistVote):
+                await trio.to_thread.run_sync(self.store.append_vote, a.record)
+                self.metrics.inc("votes_persisted_total")
+            elif isinstance(a, Broadcast):
+                self.transport.broadcast(encode(a.packet))
+            elif isinstance(a, Send):
+                self.transport.send(a.to, encode(a.packet))
+            elif isinstance(a, Decide):
+                await trio.to_thread.run_sync(self.store.put_decision, a.height, a.block, a.certificate)
+                self._last_decide = trio.current_time()
+                self.metrics.inc("heights_decided_total")
+                self.metrics.set("height", a.height)
+                log.info(
+                    "decided height %d view %d block %s (%d signatures)",
+                    a.height,
+                    a.certificate.view,
+                    a.certificate.block_hash.hex()[:12],
+                    len(a.certificate.signatures),
+                )
+                decided = True
+                if self.cfg.stop_at_height is not None and a.height >= self.cfg.stop_at_height:
+                    self._done.set()
+            elif isinstance(a, RequestProposal):
+                self._proposal_due = max(trio.current_time(), self._last_decide + self.cfg.block_interval)
+            elif isinstance(a, ReportEvidence):
+                new = await trio.to_thread.run_sync(self.store.put_evidence, self.replica.height, a.evidence)
+                if new:
+                    self.metrics.inc("evidence_total")
+                    log.warning("equivocation by %s recorded as evidence", a.evidence.first.signer.hex()[:12])
+            elif isinstance(a, Rejected):
+                self.metrics.inc("consensus_rejected_total", reason=a.reason)
+                log.warning("refused consensus packet (%s): %s", a.reason, a.detail)
+            elif isinstance(a, ViewChanged):
+                self.metrics.inc("view_changes_total")
+                log.info("height %d: moved to view %d", a.height, a.view)
+        if decided:
+            await self._execute(self.replica.on_timer(trio.current_time()))
+
+    async def _chain_poller(self) -> None:
+        while True:
+            try:
+                self._chain_block = await trio.to_thread.run_sync(self.chain.current_block)
+            except Exception as exc:  # the chain is remote in production: keep the last value
+                self.metrics.inc("chain_errors_total")
+                log.warning("chain: %s", exc)
+            await trio.sleep(1.0)
+
+    async def _status_writer(self) -> None:
+        while True:
+            self._write_status()
+            await trio.sleep(self.cfg.status_interval)
+
+    def status(self) -> dict[str, Any]:
+        tip_h, tip_hash = self.store.tip()
+        r = self.replica
+        return {
+            "hotkey": self.hotkey.ss58,
+            "peer_id": self.transport.peer_id,
+            "height": tip_h,
+            "tip": tip_hash.hex(),
+            "view": r.view,
+            "leader": self.vset.leader(r.height, r.view).hex(),
+            "peers": len(self.transport.book.links),
+            "chain_block": self._chain_block,
+            "evidence": self.store.evidence_count(),
+            "time": time.time(),
+        }
+
+    def _write_status(self) -> None:
+        path = self.data_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), sort_keys=True))
+        os.replace(tmp, path)
+        (self.data_dir / "metrics.prom").write_text(self.metrics.render())

@@ -1,0 +1,62 @@
+"""Length-prefixed frames on a libp2p stream: u32 big-endian length, then the bytes.
+
+A stream is a byte pipe (reads return arbitrary chunks), so every message is framed. The length
+is checked against a cap *before* anything is buffered, so a peer cannot make us allocate
+gigabytes by announcing them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+HEADER = 4
+
+
+class FrameError(ValueError):
+    """The peer sent a frame we refuse (over the cap, or the stream ended mid-frame)."""
+
+
+class ReadableStream(Protocol):
+    async def read(self, n: int | None = None) -> bytes: ...
+
+
+class WritableStream(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+
+def frame(data: bytes) -> bytes:
+    return len(data).to_bytes(HEADER, "big") + data
+
+
+async def write_frame(stream: WritableStream, data: bytes) -> None:
+    await stream.write(frame(data))
+
+
+class FrameReader:
+    def __init__(self, stream: ReadableStream, max_frame: int) -> None:
+        self._stream = stream
+        self._max = max_frame
+        self._buf = bytearray()
+
+    async def _fill(self, n: int) -> bool:
+        while len(self._buf) < n:
+            chunk = await self._stream.read(max(n - len(self._buf), 65536))
+            if not chunk:
+                return False
+            self._buf += chunk
+        return True
+
+    async def read_frame(self) -> bytes | None:
+        """The next frame, or None at a clean end of stream."""
+        if not await self._fill(HEADER):
+            if self._buf:
+                raise FrameError("stream ended inside a frame header")
+            return None
+        size = int.from_bytes(self._buf[:HEADER], "big")
+        if size > self._max:
+            raise FrameError(f"frame of {size} bytes is over the cap of {self._max}")
+        if not await self._fill(HEADER + size):
+            raise FrameError("stream ended inside a frame")
+        data = bytes(self._buf[HEADER : HEADER + size])
+        del self._buf[: HEADER + size]
+        return data

@@ -1,0 +1,262 @@
+"""The libp2p host and the direct-stream protocol that carries consensus packets.
+
+Consensus does not ride on gossip: every pair of validators keeps one direct stream of protocol
+`/bt-platform/consensus/1.0.0` (TCP + Noise + yamux), so miner traffic on gossip topics can never
+starve or rate-limit votes. A stream starts with a handshake in which each side sends a
+hotkey-signed `PeerAttestation` and checks the other's against the metagraph; after that it carries
+length-prefixed consensus packets both ways.
+
+Per-link outbound queues are bounded; a full queue drops the packet and counts it (PBFT recovers
+from loss with view changes and decision transfer, whereas an unbounded queue would let one slow
+peer exhaust our memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import multiaddr
+import trio
+
+from validator_node.metrics import Metrics
+from validator_node.p2p.attestation import AttestationRefused, attest, check_attestation
+from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from wire.codec import decode, encode
+from wire.envelope import SignedEnvelope
+from wire.errors import WireError
+from wire.keys import Hotkey
+
+log = logging.getLogger("validator_node.p2p")
+
+CONSENSUS_PROTOCOL = "/bt-platform/consensus/1.0.0"
+MAX_FRAME = 8 * 1024 * 1024
+HANDSHAKE_TIMEOUT = 10.0
+OUTBOUND_QUEUE = 4096
+
+
+def load_or_create_peer_seed(data_dir: Path) -> bytes:
+    """The node's Ed25519 peer identity seed, created once and kept (0600) in the data dir."""
+    path = data_dir / "peer_key.ed25519"
+    if path.exists():
+        seed = path.read_bytes()
+        if len(seed) != 32:
+            raise ValueError(f"{path} is corrupt: expected a 32-byte seed")
+        return seed
+    data_dir.mkdir(parents=True, exist_ok=True)
+    seed = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(seed)
+    return seed
+
+
+@dataclass
+class Link:
+    hotkey: bytes
+    peer_id: str
+    send: trio.MemorySendChannel[bytes]
+    serial: int
+
+
+@dataclass
+class PeerBook:
+    """Admitted validators we have a live link with, by hotkey (newest link wins)."""
+
+    links: dict[bytes, Link] = field(default_factory=dict)
+
+    def hotkeys(self) -> list[bytes]:
+        return sorted(self.links)
+
+
+class ConsensusTransport:
+    def __init__(
+        self,
+        *,
+        hotkey: Hotkey,
+        netuid: int,
+        peer_seed: bytes,
+        listen_host: str,
+        listen_port: int,
+        permitted: Callable[[], frozenset[bytes]],
+        current_block: Callable[[], int],
+        metrics: Metrics,
+        inbound: trio.MemorySendChannel[tuple[bytes, bytes]],
+    ) -> None:
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+        from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+        from libp2p.security.noise.transport import Transport as NoiseTransport
+
+        # importing libp2p resets its logger to WARNING; it logs failed dials at ERROR and whole
+        # DHT values in hex, all of which our metrics count, so silence it after the import
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+        self.hotkey = hotkey
+        self.netuid = netuid
+        self.key_pair = create_new_key_pair(peer_seed)
+        noise_key = create_x25519().private_key  # per-run Noise static key; identity is the Ed25519 key
+        self.host = new_host(
+            key_pair=self.key_pair,
+            sec_opt={NOISE_ID: NoiseTransport(self.key_pair, noise_privkey=noise_key)},
+            muxer_preference="YAMUX",
+        )
+        self.listen = multiaddr.Multiaddr(f"/ip4/{listen_host}/tcp/{listen_port}")
+        self.permitted = permitted
+        self.current_block = current_block
+        self.metrics = metrics
+        self.inbound = inbound
+        self.book = PeerBook()
+        self._serial = 0
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.host.get_id().to_string()
+
+    def addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def _my_attestation(self) -> bytes:
+        addrs = tuple(a.split("/p2p/")[0] for a in self.addrs())[:8]
+        expires = self.current_block() + 10_000
+        env = attest(self.hotkey, self.netuid, self.host.get_id().to_bytes(), addrs, expires)
+        return encode(env)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(
+        self, bootstrap: list[str], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from libp2p.custom_types import TProtocol
+
+        async with trio.open_nursery() as nursery, self.host.run([self.listen]):
+            self._nursery = nursery
+            self.host.set_stream_handler(TProtocol(CONSENSUS_PROTOCOL), self._on_inbound_stream)
+            log.info("p2p listening on %s as %s", ", ".join(self.addrs()), self.peer_id)
+            task_status.started()
+            for addr in bootstrap:
+                nursery.start_soon(self._dial_forever, addr)
+            await trio.sleep_forever()
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send(self, hotkey: bytes, data: bytes) -> None:
+        link = self.book.links.get(hotkey)
+        if link is None:
+            self.metrics.inc("p2p_dropped_total", reason="no_link")
+            return
+        try:
+            link.send.send_nowait(data)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.metrics.inc("p2p_dropped_total", reason="send_queue_full")
+
+    def broadcast(self, data: bytes) -> None:
+        for hk in self.book.hotkeys():
+            self.send(hk, data)
+
+    # --- links ----------------------------------------------------------------------------
+
+    async def _dial_forever(self, addr: str) -> None:
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        backoff = 0.5
+        if info.peer_id.to_string() < self.peer_id:
+            # Both sides dial each other from their bootstrap lists; let the smaller peer id
+            # dial first so that a pair usually ends up with one link, not two.
+            await trio.sleep(2.0)
+        while True:
+            if any(link.peer_id == info.peer_id.to_string() for link in self.book.links.values()):
+                await trio.sleep(1.0)  # already linked (maybe they dialled us)
+                continue
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    await self.host.connect(info)
+                    stream = await self.host.new_stream(info.peer_id, [TProtocol(CONSENSUS_PROTOCOL)])
+                    reader = FrameReader(stream, MAX_FRAME)
+                    await write_frame(stream, self._my_attestation())
+                    hotkey = await self._receive_attestation(reader, info.peer_id.to_bytes())
+                backoff = 0.5
+                await self._run_link(stream, reader, hotkey, info.peer_id.to_string())
+            except (AttestationRefused, FrameError, WireError) as exc:
+                log.warning("peer %s refused: %s", addr, exc)
+                self.metrics.inc("p2p_peers_refused_total", reason=getattr(exc, "reason", "bad_frame"))
+            except trio.Cancelled:
+                raise
+            except Exception as exc:  # connection errors of every kind: retry with backoff
+                self.metrics.inc("p2p_dial_failures_total")
+                log.debug("dial %s failed: %s", addr, exc)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _on_inbound_stream(self, stream: object) -> None:
+        remote = stream.muxed_conn.peer_id  # type: ignore[attr-defined]
+        reader = FrameReader(stream, MAX_FRAME)  # type: ignore[arg-type]
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                hotkey = await self._receive_attestation(reader, remote.to_bytes())
+                await write_frame(stream, self._my_attestation())  # type: ignore[arg-type]
+            await self._run_link(stream, reader, hotkey, remote.to_string())
+        except (AttestationRefused, FrameError, WireError) as exc:
+            log.warning("inbound peer %s refused: %s", remote.to_string()[:16], exc)
+            self.metrics.inc("p2p_peers_refused_total", reason=getattr(exc, "reason", "bad_frame"))
+            await _reset(stream)
+        except Exception as exc:
+            log.debug("inbound stream from %s ended: %s", remote, exc)
+            await _reset(stream)
+
+    async def _receive_attestation(self, reader: FrameReader, remote_peer_id: bytes) -> bytes:
+        data = await reader.read_frame()
+        if data is None:
+            raise FrameError("stream closed during the handshake")
+        env = decode(data, SignedEnvelope)
+        check_attestation(
+            env,
+            netuid=self.netuid,
+            remote_peer_id=remote_peer_id,
+            current_block=self.current_block(),
+            permitted=self.permitted(),
+        )
+        if env.signer == self.hotkey.public_key:
+            raise AttestationRefused("self", "peer attests our own hotkey")
+        return env.signer
+
+    async def _run_link(self, stream: object, reader: FrameReader, hotkey: bytes, peer_id: str) -> None:
+        send, recv = trio.open_memory_channel[bytes](OUTBOUND_QUEUE)
+        self._serial += 1
+        link = Link(hotkey, peer_id, send, self._serial)
+        self.book.links[hotkey] = link
+        self.metrics.set("p2p_peers", len(self.book.links))
+        log.info("linked with validator %s (peer %s)", hotkey.hex()[:12], peer_id[-12:])
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, stream, recv)
+                while True:
+                    data = await reader.read_frame()
+                    if data is None:
+                        break
+                    self.metrics.inc("p2p_received_total")
+                    await self.inbound.send((hotkey, data))
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.book.links.get(hotkey) is link:
+                del self.book.links[hotkey]
+            self.metrics.set("p2p_peers", len(self.book.links))
+            send.close()
+            log.info("link with validator %s closed", hotkey.hex()[:12])
+
+    async def _writer(self, stream: object, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        async for data in recv:
+            await write_frame(stream, data)  # type: ignore[arg-type]
+            self.metrics.inc("p2p_sent_total")
+
+
+async def _reset(stream: object) -> None:
+    with contextlib.suppress(Exception):
+        await stream.reset()  # type: ignore[attr-defined]

@@ -1,0 +1,118 @@
+"""The node's durable state: one SQLite file (WAL) under data/<netuid>/<hotkey>/.
+
+Holds decided blocks with their commit certificates, the durable vote record (written with
+`synchronous=FULL` and committed before the vote is sent, so a restarted node never signs two
+different values for one height/view/phase), and equivocation evidence.
+
+Calls block; the node runs them through `trio.to_thread`. One connection, used from one thread at
+a time (the node awaits each call), opened with check_same_thread=False for that reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from consensus.messages import Certificate, DecisionPacket, Equivocation, VoteRecord
+from wire.codec import decode, encode
+from wire.errors import WireError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decided (
+    height INTEGER PRIMARY KEY, block_hash BLOB NOT NULL, block BLOB NOT NULL, certificate BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, height INTEGER NOT NULL, view INTEGER NOT NULL,
+    kind INTEGER NOT NULL, record BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS votes_height ON votes (height);
+CREATE TABLE IF NOT EXISTS evidence (hash BLOB PRIMARY KEY, height INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreCorrupt(RuntimeError):
+    """The store holds data that does not verify; the node refuses to start on it."""
+
+
+class NodeStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- votes ------------------------------------------------------------------------------
+
+    def append_vote(self, record: VoteRecord) -> None:
+        """Durably record a vote (the transaction commits with fsync before returning)."""
+        self.db.execute(
+            "INSERT INTO votes (height, view, kind, record) VALUES (?, ?, ?, ?)",
+            (record.height, record.view, record.kind, encode(record)),
+        )
+
+    def votes_from(self, height: int) -> list[VoteRecord]:
+        rows = self.db.execute("SELECT record FROM votes WHERE height >= ? ORDER BY id", (height,)).fetchall()
+        try:
+            return [decode(bytes(r[0]), VoteRecord) for r in rows]
+        except WireError as exc:
+            raise StoreCorrupt(f"{self.path}: unreadable vote record: {exc}") from None
+
+    def prune_votes(self, below_height: int) -> None:
+        self.db.execute("DELETE FROM votes WHERE height < ?", (below_height,))
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def put_decision(self, height: int, block: bytes, certificate: Certificate) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO decided (height, block_hash, block, certificate) VALUES (?, ?, ?, ?)",
+            (height, hashlib.sha256(block).digest(), block, encode(certificate)),
+        )
+
+    def decision(self, height: int) -> DecisionPacket | None:
+        row = self.db.execute("SELECT block, certificate FROM decided WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            return None
+        return DecisionPacket(block=bytes(row[0]), certificate=decode(bytes(row[1]), Certificate))
+
+    def tip(self) -> tuple[int, bytes]:
+        row = self.db.execute(
+            "SELECT height, block_hash FROM decided ORDER BY height DESC LIMIT 1"
+        ).fetchone()
+        return (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+
+    def block_hashes(self) -> list[tuple[int, bytes]]:
+        return [
+            (int(h), bytes(b))
+            for h, b in self.db.execute("SELECT height, block_hash FROM decided ORDER BY height")
+        ]
+
+    def check_integrity(self) -> int:
+        """Verify the decided chain is contiguous and each block matches its stored hash."""
+        expected = 1
+        for height, block_hash, block in self.db.execute(
+            "SELECT height, block_hash, block FROM decided ORDER BY height"
+        ):
+            if height != expected:
+                raise StoreCorrupt(f"{self.path}: decided heights jump from {expected - 1} to {height}")
+            if hashlib.sha256(bytes(block)).digest() != bytes(block_hash):
+                raise StoreCorrupt(f"{self.path}: block {height} does not match its hash")
+            expected += 1
+        return expected - 1
+
+    # --- evidence ---------------------------------------------------------------------------
+
+    def put_evidence(self, height: int, evidence: Equivocation) -> bool:
+        data = encode(evidence)
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO evidence (hash, height, data) VALUES (?, ?, ?)",
+            (hashlib.sha256(data).digest(), height, data),
+        )
+        return cur.rowcount > 0
+
+    def evidence_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM evidence").fetchone()[0])
