@@ -33,6 +33,7 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("block-interval", float, 1.0, "seconds between a decision and the next proposal"),
     ("consensus.timeout", float, 3.0, "base view timeout in seconds (doubles per view)"),
     ("stop-at-height", int, None, "exit cleanly once this height is decided (tests, devnets)"),
+    ("epoch-blocks", int, 20, "decided blocks per epoch (a network-wide constant)"),
 ]
 
 
@@ -131,6 +132,7 @@ def run_command(args: argparse.Namespace) -> int:
         block_interval=opts["block-interval"],
         base_timeout=opts["consensus.timeout"],
         stop_at_height=opts["stop-at-height"],
+        epoch_blocks=opts["epoch-blocks"],
     )
     try:
         node = ValidatorNode(cfg, hotkey, chain)

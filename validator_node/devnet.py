@@ -23,6 +23,84 @@ from typing import Any
 
 NETUID = 7
 DEFAULT_STAKES_TAO = (4000, 3000, 2000, 1000, 800, 600, 500, 400)
+CHALLENGES_DIR = Path(__file__).resolve().parents[1] / "challenges"
+# (challenge directory, emission share in ppb); the remaining 10% is burnt to the owner
+EXAMPLE_CHALLENGES = (("maxsat", 300_000_000), ("lz-compress", 300_000_000), ("tsp-tour", 300_000_000))
+
+
+@dataclass
+class ExampleChallenge:
+    challenge_id: str
+    wasm: bytes
+    policy: dict[str, Any]
+    task: bytes
+    payloads: list[bytes]  # what the simulated miners submit (from the challenge's test vectors)
+    share_ppb: int
+
+
+def example_challenges() -> list[ExampleChallenge]:
+    """The example challenges with the task that has the most test-vector submissions."""
+    import tomllib
+
+    out = []
+    for name, share in EXAMPLE_CHALLENGES:
+        d = CHALLENGES_DIR / name
+        meta = tomllib.loads((d / "challenge.toml").read_text())
+        vectors = json.loads((d / "vectors.json").read_text())["vectors"]
+        by_task: dict[str, list[str]] = {}
+        good: dict[str, int] = {}
+        for v in vectors:
+            by_task.setdefault(v["task"], []).append(v["submission"])
+            good[v["task"]] = good.get(v["task"], 0) + (v["score"] > 0)
+        # the task with the most well-scoring answers; its failing vectors stay in as bad miners
+        task_hex = max(sorted(by_task), key=lambda t: (good[t], len(by_task[t])))
+        out.append(
+            ExampleChallenge(
+                name,
+                (d / meta["challenge"]["module"]).read_bytes(),
+                dict(meta.get("policy", {})),
+                bytes.fromhex(task_hex),
+                [bytes.fromhex(x) for x in by_task[task_hex]],
+                share,
+            )
+        )
+    return out
+
+
+def registry_items(owner_wallet_dir: Path) -> list[bytes]:
+    """The owner's signed actions that add and activate the example challenges."""
+    from registry.manifest import ChallengeManifest, ModulePolicy
+    from registry.state import OP_ACTIVATE, sign_command, sign_manifest
+    from validator_node.pipeline.messages import RegistryItem
+    from wire.codec import encode
+    from wire.keys import Hotkey
+
+    owner = Hotkey.from_wallet("owner", "default", owner_wallet_dir)
+    items, nonce = [], 0
+    challenges = example_challenges()
+    for c in challenges:
+        nonce += 1
+        manifest = ChallengeManifest(
+            challenge_id=c.challenge_id,
+            name=c.challenge_id,
+            version=1,
+            wasm_sha256=hashlib.sha256(c.wasm).digest(),
+            wasm_size=len(c.wasm),
+            abi_version=1,
+            policy=ModulePolicy.from_dict(c.policy),
+            emission_share_ppb=c.share_ppb,
+            mechanism_id=0,
+            task=c.task,
+            activation_epoch=0,
+            nonce=nonce,
+        )
+        items.append(encode(RegistryItem(sign_manifest(manifest, owner, NETUID), c.wasm)))
+    for c in challenges:
+        nonce += 1
+        items.append(
+            encode(RegistryItem(sign_command(OP_ACTIVATE, c.challenge_id, nonce, owner, NETUID), None))
+        )
+    return items
 
 
 @dataclass
@@ -57,7 +135,7 @@ def _peer_id_for(seed: bytes) -> str:
 
 
 def create(
-    root: Path, validators: int, *, block_time_ms: int = 1000, tempo: int = 20
+    root: Path, validators: int, *, miners: int = 6, block_time_ms: int = 1000, tempo: int = 20
 ) -> tuple[list[DevnetValidator], Path]:
     """Write wallets, peer keys and a genesis into `root`; return the validators and the genesis path."""
     from bittensor import Wallet
@@ -86,6 +164,10 @@ def create(
             with os.fdopen(fd, "wb") as f:
                 f.write(os.urandom(32))
         vals.append(DevnetValidator(i, f"validator{i}", ss58, ports[i], _peer_id_for(seed_path.read_bytes())))
+    for i in range(miners):
+        w = Wallet(name=f"miner{i}", hotkey="default", path=str(wallets))
+        w.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
+        neurons.append({"hotkey": w.hotkey.ss58_address, "stake": 0, "validator_permit": False})
     genesis = {
         "netuid": NETUID,
         "owner": owner.hotkey.ss58_address,
@@ -100,7 +182,7 @@ def create(
 
 
 def node_command(
-    root: Path, v: DevnetValidator, peers: list[DevnetValidator], stop_at: int | None
+    root: Path, v: DevnetValidator, peers: list[DevnetValidator], stop_at: int | None, epoch_blocks: int = 12
 ) -> list[str]:
     cmd = [
         sys.executable,
@@ -129,6 +211,8 @@ def node_command(
         "0.5",
         "--consensus.timeout",
         "3",
+        "--epoch-blocks",
+        str(epoch_blocks),
     ]
     if stop_at is not None:
         cmd += ["--stop-at-height", str(stop_at)]
@@ -168,50 +252,172 @@ def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> Non
             p.wait()
 
 
+def submitted_weights(root: Path, v: DevnetValidator) -> list[dict[str, Any]]:
+    path = root / "data" / str(NETUID) / v.ss58 / "node.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT epoch, mechid, uids, weights, result FROM weights_submitted ORDER BY epoch, mechid"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+    return [
+        {"epoch": e, "mechid": m, "uids": json.loads(u), "weights": json.loads(w), "result": r}
+        for e, m, u, w, r in rows
+    ]
+
+
+class Miners:
+    """Simulated miners: each epoch, every miner submits one payload per active example challenge."""
+
+    def __init__(self, root: Path, count: int, validators: list[DevnetValidator]) -> None:
+        from wire.keys import Hotkey
+
+        self.keys = [Hotkey.from_wallet(f"miner{i}", "default", root / "wallets") for i in range(count)]
+        self.validators = validators
+        self.challenges = example_challenges()
+        self.done: set[int] = set()
+        self.sent = 0
+        self.refused: list[str] = []
+
+    def items_for(self, epoch: int) -> list[tuple[int, bytes]]:
+        from validator_node.pipeline.messages import Submission
+        from wire.codec import encode
+        from wire.envelope import seal
+
+        out = []
+        for i, key in enumerate(self.keys):
+            for c in self.challenges:
+                payload = c.payloads[(i + epoch) % len(c.payloads)]
+                env = seal(Submission(c.challenge_id, epoch, i, payload), key, NETUID)
+                out.append((i % len(self.validators), encode(env)))
+        return out
+
+    def submit(self, epoch: int) -> None:
+        import trio
+
+        from validator_node.p2p.host import submit_items
+
+        if epoch in self.done:
+            return
+        self.done.add(epoch)
+        by_validator: dict[int, list[bytes]] = {}
+        for vi, data in self.items_for(epoch):
+            by_validator.setdefault(vi, []).append(data)
+        for vi, items in sorted(by_validator.items()):
+            try:
+                replies = trio.run(submit_items, self.validators[vi].multiaddr(), items)
+            except Exception as exc:
+                self.refused.append(f"validator{vi} unreachable: {exc}")
+                continue
+            self.sent += sum(1 for r in replies if r == "ok")
+            self.refused += [r for r in replies if r != "ok"]
+
+
+def publish_registry(root: Path, v: DevnetValidator) -> list[str]:
+    import trio
+
+    from validator_node.p2p.host import submit_items
+
+    return trio.run(submit_items, v.multiaddr(), registry_items(root / "wallets"))
+
+
 def run(
     root: Path,
     validators: int = 4,
-    heights: int = 10,
-    timeout: float = 180.0,
+    epochs: int = 3,
+    timeout: float = 300.0,
     quiet: bool = False,
+    epoch_blocks: int = 12,
+    miners: int = 6,
 ) -> dict[str, Any]:
-    """Create and run a devnet until every validator decided `heights` blocks; return a summary."""
+    """Create and run a devnet for `epochs` epochs; return a summary (weights per epoch)."""
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; choose a new --dir")
-    vals, _ = create(root, validators)
+    vals, _ = create(root, validators, miners=miners)
     logs_dir = root / "logs"
     logs_dir.mkdir(exist_ok=True)
+    stop_at = epochs * epoch_blocks + 1
     procs: list[subprocess.Popen[bytes]] = []
+    log_files: list[Any] = []
     started = time.monotonic()
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+    sim = Miners(root, miners, vals)
+    published: list[str] = []
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
+
     try:
         for v in vals:
-            log = open(logs_dir / f"validator{v.index}.log", "wb")  # noqa: SIM115 - owned by the process
-            procs.append(
-                subprocess.Popen(
-                    node_command(root, v, vals, heights), stdout=log, stderr=subprocess.STDOUT, env=env
-                )
-            )
+            log = open(logs_dir / f"validator{v.index}.log", "wb")  # noqa: SIM115 - closed below
+            log_files.append(log)
+            cmd = node_command(root, v, vals, stop_at, epoch_blocks)
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
         last_line = ""
         while time.monotonic() - started < timeout:
             statuses = [read_status(root, v) for v in vals]
+            if not published and statuses[0] is not None and statuses[0]["height"] >= 1:
+                published = publish_registry(root, vals[0])
+                say(f"owner published {len(published)} registry actions: {sorted(set(published))}")
+            s0 = statuses[0]
+            if s0 is not None and len(s0.get("challenges", [])) == len(EXAMPLE_CHALLENGES):
+                epoch = int(s0["next_epoch"])
+                if epoch < epochs and (s0["height"] % epoch_blocks) < epoch_blocks - 3:
+                    before = sim.sent
+                    sim.submit(epoch)
+                    if sim.sent > before:
+                        say(f"miners submitted {sim.sent - before} payloads for epoch {epoch}")
             line = "  ".join(
-                f"v{v.index}: h={s['height']} view={s['view']} peers={s['peers']}"
+                f"v{v.index}: h={s['height']} e={s['epoch']} view={s['view']} peers={s['peers']}"
                 if s
                 else f"v{v.index}: starting"
                 for v, s in zip(vals, statuses, strict=True)
             )
-            if line != last_line and not quiet:
-                print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+            if line != last_line:
+                say(line)
                 last_line = line
             if all(p.poll() is not None for p in procs):
                 break
             time.sleep(0.5)
     finally:
         stop_all(procs)
+        for f in log_files:
+            f.close()
+    return summarise(root, vals, epochs, procs, started, logs_dir, sim)
+
+
+def summarise(
+    root: Path,
+    vals: list[DevnetValidator],
+    epochs: int,
+    procs: list[subprocess.Popen[bytes]],
+    started: float,
+    logs_dir: Path,
+    sim: Miners,
+) -> dict[str, Any]:
     chains = {v.index: decided_chain(root, v) for v in vals}
     common = min((len(c) for c in chains.values()), default=0)
-    identical = common >= heights and all(c[:common] == chains[0][:common] for c in chains.values())
+    chain_identical = common > 0 and all(c[:common] == chains[0][:common] for c in chains.values())
+    weights = {v.index: submitted_weights(root, v) for v in vals}
+    per_epoch = []
+    all_identical = True
+    for e in range(epochs):
+        by_validator = {}
+        for v in vals:
+            rows = [w for w in weights[v.index] if w["epoch"] == e and w["result"] == "ok"]
+            by_validator[v.ss58] = {
+                str(u): x for r in rows for u, x in zip(r["uids"], r["weights"], strict=True)
+            }
+        vectors = list(by_validator.values())
+        identical = len(vectors) == len(vals) and all(x == vectors[0] and x for x in vectors)
+        all_identical &= identical
+        per_epoch.append({"epoch": e, "weights": by_validator, "identical": identical})
     return {
         "validators": [
             {
@@ -223,12 +429,29 @@ def run(
             }
             for v in vals
         ],
-        "heights": heights,
+        "epochs": per_epoch,
+        "identical": all_identical and chain_identical,
         "decided_heights": common,
-        "identical": identical,
+        "chain_identical": chain_identical,
+        "chain_accepted_set_weights": _chain_records(root),
+        "submissions_sent": sim.sent,
+        "submissions_refused": sim.refused[:10],
         "tip": chains[0][common - 1][1] if common else None,
         "exit_codes": [p.returncode for p in procs],
         "elapsed_s": round(time.monotonic() - started, 1),
         "dir": str(root),
         "logs": str(logs_dir),
     }
+
+
+def _chain_records(root: Path) -> int:
+    from validator_node.chain.local import LocalChain
+
+    try:
+        chain = LocalChain(root / "chain.sqlite")
+    except Exception:
+        return 0
+    try:
+        return len(chain.weight_records())
+    finally:
+        chain.close()

@@ -30,15 +30,24 @@ from consensus.actions import (
 )
 from consensus.replica import Replica, ReplicaConfig
 from consensus.validators import ValidatorSet
-from validator_node.block import Block, build_block, check_block
+from validator_node.app import Application
 from validator_node.chain.base import Chain
+from validator_node.evaluation import Evaluator
 from validator_node.metrics import Metrics
 from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
+from validator_node.pipeline.messages import APP_GOSSIP_TYPES, Attestation, EpochWeights, RegistryItem
+from validator_node.pipeline.state import Admitted
 from validator_node.store import NodeStore
-from wire.codec import decode, encode
+from wire.codec import decode_any, encode
+from wire.envelope import seal
+from wire.errors import WireError
 from wire.keys import Hotkey, public_key_of
 
 log = logging.getLogger("validator_node")
+
+# first byte of every frame on a validator link: which layer it is for
+CONSENSUS = b"\x00"
+APP = b"\x01"
 
 
 @dataclass
@@ -52,6 +61,7 @@ class NodeConfig:
     base_timeout: float = 3.0
     stop_at_height: int | None = None
     status_interval: float = 0.5
+    epoch_blocks: int = 20
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:
@@ -77,6 +87,12 @@ class ValidatorNode:
         self._chain_block = chain.current_block()
         committed = self.store.check_integrity()
         records = self.store.votes_from(committed + 1)
+        self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, self.vset)
+        for h in range(1, committed + 1):  # rebuild the application state from decided blocks
+            decision = self.store.decision(h)
+            assert decision is not None
+            self.app.apply_decided(h, decision.block)
+        self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.replica = Replica(
             hotkey,
             lambda h: self.vset,
@@ -101,37 +117,50 @@ class ValidatorNode:
             current_block=lambda: self._chain_block,
             metrics=self.metrics,
             inbound=self._inbound_send,
+            on_submit=self._on_submit,
         )
         self._done = trio.Event()
+        self._nursery: trio.Nursery
+        self.last_weights: dict[str, Any] | None = None
+        self._weights_pending = 0
 
     # --- the application side of consensus -----------------------------------------------------
 
-    def _tip_chain_block(self, height: int) -> int:
-        d = self.store.decision(height)
-        return 0 if d is None else decode(d.block, Block).chain_block
-
     def _validate_block(self, height: int, data: bytes) -> str | None:
-        tip_h, tip_hash = self.store.tip()
-        if tip_h != height - 1:
-            return f"parent {height - 1} not decided here (tip {tip_h})"
-        return check_block(
-            data,
-            height=height,
-            parent=tip_hash,
-            parent_chain_block=self._tip_chain_block(tip_h),
-            current_chain_block=self._chain_block,
-            vset=self.vset,
-        )
+        return self.app.validate(height, data, self._chain_block)
 
     def _build_block(self, height: int) -> bytes:
-        tip_h, tip_hash = self.store.tip()
-        chain_block = max(self._chain_block, self._tip_chain_block(tip_h))
-        return build_block(height, tip_hash, self.hotkey.public_key, chain_block)
+        return self.app.propose(height, self.hotkey.public_key, self._chain_block)
+
+    def _on_submit(self, item: object) -> str | None:
+        """A miner's submission or the owner's registry item arrived on the submit protocol."""
+        reason = self.app.offer(item)  # type: ignore[arg-type]
+        kind = "registry" if isinstance(item, RegistryItem) else "submission"
+        if reason is None:
+            self.metrics.inc("items_admitted_total", kind=kind)
+            self.transport.broadcast(APP + encode(item))
+        else:
+            self.metrics.inc("items_refused_total", kind=kind)
+            log.info("refused %s: %s", kind, reason)
+        return reason
+
+    def _on_app_item(self, data: bytes) -> None:
+        try:
+            item = decode_any(data, APP_GOSSIP_TYPES)
+        except WireError as exc:
+            self.metrics.inc("app_rejected_total", reason="malformed")
+            log.warning("refused app message: %s", exc)
+            return
+        reason = self.app.offer(item)
+        if reason is not None and reason != "duplicate":
+            self.metrics.inc("app_rejected_total", reason="invalid")
+            log.debug("refused gossiped item: %s", reason)
 
     # --- running --------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.transport.run, list(self.cfg.bootstrap))
             nursery.start_soon(self._chain_poller)
             nursery.start_soon(self._status_writer)
@@ -140,6 +169,9 @@ class ValidatorNode:
             await self._execute(self.replica.start(trio.current_time()))
             nursery.start_soon(self._consensus_loop)
             await self._done.wait()
+            with trio.move_on_after(15):  # let weights being submitted reach the chain
+                while self._weights_pending:
+                    await trio.sleep(0.05)
             self._write_status()
             nursery.cancel_scope.cancel()
 
@@ -165,7 +197,10 @@ class ValidatorNode:
             now = trio.current_time()
             if got is not None:
                 _, data = got
-                await self._execute(self.replica.on_message(data, now))
+                if data[:1] == APP:
+                    self._on_app_item(data[1:])
+                else:
+                    await self._execute(self.replica.on_message(data[1:], now))
             if self._proposal_due is not None and now >= self._proposal_due:
                 self._proposal_due = None
                 height = self.replica.height
@@ -180,11 +215,16 @@ class ValidatorNode:
                 await trio.to_thread.run_sync(self.store.append_vote, a.record)
                 self.metrics.inc("votes_persisted_total")
             elif isinstance(a, Broadcast):
-                self.transport.broadcast(encode(a.packet))
+                self.transport.broadcast(CONSENSUS + encode(a.packet))
             elif isinstance(a, Send):
-                self.transport.send(a.to, encode(a.packet))
+                self.transport.send(a.to, CONSENSUS + encode(a.packet))
             elif isinstance(a, Decide):
                 await trio.to_thread.run_sync(self.store.put_decision, a.height, a.block, a.certificate)
+                admitted, body = self.app.apply_decided(a.height, a.block)
+                for sub in admitted:
+                    self._nursery.start_soon(self._evaluate, sub)
+                if body.weights is not None:
+                    self._nursery.start_soon(self._submit_weights, body.weights)
                 self._last_decide = trio.current_time()
                 self.metrics.inc("heights_decided_total")
                 self.metrics.set("height", a.height)
@@ -214,6 +254,83 @@ class ValidatorNode:
         if decided:
             await self._execute(self.replica.on_timer(trio.current_time()))
 
+    async def _evaluate(self, sub: Admitted) -> None:
+        entry = self.app.state.registry.get(sub.challenge_id)
+        if entry is None:
+            return
+        manifest = entry.manifest
+        wasm = self.app.state.modules.get(manifest.wasm_sha256)
+        if wasm is None:
+            log.error("module for %s is missing; cannot evaluate", sub.challenge_id)
+            return
+        result = await self.evaluator.evaluate(manifest, wasm, sub)
+        score = result.score if result.ok and result.score is not None else -1
+        att = Attestation(
+            epoch=self.app.state.epoch_of(sub.height),
+            submission_id=sub.submission_id,
+            score=score,
+            error_kind=None if result.ok else (result.error_kind or "error")[:32],
+        )
+        env = seal(att, self.hotkey, self.cfg.netuid)
+        self.app.offer(env)
+        self.transport.broadcast(APP + encode(env))
+        log.info(
+            "evaluated %s submission %s from uid %d: %s",
+            sub.challenge_id,
+            sub.submission_id.hex()[:12],
+            sub.uid,
+            score if result.ok else f"error {result.error_kind}",
+        )
+
+    async def _submit_weights(self, weights: EpochWeights) -> None:
+        self._weights_pending += 1
+        try:
+            await self._submit_weights_rows(weights)
+        finally:
+            self._weights_pending -= 1
+
+    async def _submit_weights_rows(self, weights: EpochWeights) -> None:
+        info = self.app.state.epoch_info
+        version_key = 0 if info is None else info.version_key
+        for row in weights.rows:
+            try:
+                receipt = await trio.to_thread.run_sync(
+                    lambda r=row: self.chain.set_weights(
+                        self.hotkey, list(r.uids), list(r.weights), mechid=r.mechid, version_key=version_key
+                    )
+                )
+            except Exception as exc:
+                self.metrics.inc("chain_set_weights_total", result="refused")
+                log.error("set_weights for epoch %d refused: %s", weights.epoch, exc)
+                await trio.to_thread.run_sync(
+                    self.store.record_weights,
+                    weights.epoch,
+                    row.mechid,
+                    list(row.uids),
+                    list(row.weights),
+                    None,
+                    f"refused: {exc}",
+                )
+                continue
+            await trio.to_thread.run_sync(
+                self.store.record_weights,
+                weights.epoch,
+                row.mechid,
+                list(row.uids),
+                list(row.weights),
+                receipt.block,
+                "ok",
+            )
+            self.metrics.inc("chain_set_weights_total", result="ok")
+            self.last_weights = {"epoch": weights.epoch, "uids": list(row.uids), "weights": list(row.weights)}
+            log.info(
+                "set weights for epoch %d (mechanism %d) at chain block %d: %s",
+                weights.epoch,
+                row.mechid,
+                receipt.block,
+                dict(zip(row.uids, row.weights, strict=True)),
+            )
+
     async def _chain_poller(self) -> None:
         while True:
             try:
@@ -241,6 +358,11 @@ class ValidatorNode:
             "peers": len(self.transport.book.links),
             "chain_block": self._chain_block,
             "evidence": self.store.evidence_count(),
+            "epoch": self.app.state.epoch_of(max(tip_h, 1)),
+            "next_epoch": self.app.state.epoch_of(tip_h + 1),
+            "challenges": [m.challenge_id for m in self.app.state.registry.active()],
+            "submissions": len(self.app.state.submissions),
+            "last_weights": self.last_weights,
             "time": time.time(),
         }
 

@@ -11,6 +11,7 @@ a time (the node awaits each call), opened with check_same_thread=False for that
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -27,6 +28,9 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE INDEX IF NOT EXISTS votes_height ON votes (height);
 CREATE TABLE IF NOT EXISTS evidence (hash BLOB PRIMARY KEY, height INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS weights_submitted (
+    epoch INTEGER NOT NULL, mechid INTEGER NOT NULL, uids TEXT NOT NULL, weights TEXT NOT NULL,
+    chain_block INTEGER, result TEXT NOT NULL, PRIMARY KEY (epoch, mechid));
 """
 
 
@@ -116,3 +120,37 @@ class NodeStore:
 
     def evidence_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM evidence").fetchone()[0])
+
+    # --- weights this node submitted to the chain --------------------------------------------
+
+    def record_weights(
+        self,
+        epoch: int,
+        mechid: int,
+        uids: list[int],
+        weights: list[int],
+        chain_block: int | None,
+        result: str,
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO weights_submitted (epoch, mechid, uids, weights, chain_block, result)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (epoch, mechid, json.dumps(uids), json.dumps(weights), chain_block, result),
+        )
+
+    def submitted_weights(self) -> list[dict[str, object]]:
+        rows = self.db.execute(
+            "SELECT epoch, mechid, uids, weights, chain_block, result FROM weights_submitted"
+            " ORDER BY epoch, mechid"
+        ).fetchall()
+        return [
+            {
+                "epoch": e,
+                "mechid": m,
+                "uids": json.loads(u),
+                "weights": json.loads(w),
+                "chain_block": b,
+                "result": r,
+            }
+            for e, m, u, w, b, r in rows
+        ]

@@ -34,6 +34,8 @@ from wire.keys import Hotkey
 log = logging.getLogger("validator_node.p2p")
 
 CONSENSUS_PROTOCOL = "/bt-platform/consensus/1.0.0"
+SUBMIT_PROTOCOL = "/bt-platform/submit/1.0.0"
+MAX_SUBMIT_FRAME = 17 * 1024 * 1024
 MAX_FRAME = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 OUTBOUND_QUEUE = 4096
@@ -86,6 +88,7 @@ class ConsensusTransport:
         current_block: Callable[[], int],
         metrics: Metrics,
         inbound: trio.MemorySendChannel[tuple[bytes, bytes]],
+        on_submit: Callable[[object], str | None] | None = None,
     ) -> None:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -110,6 +113,7 @@ class ConsensusTransport:
         self.current_block = current_block
         self.metrics = metrics
         self.inbound = inbound
+        self.on_submit = on_submit
         self.book = PeerBook()
         self._serial = 0
         self._nursery: trio.Nursery | None = None
@@ -137,6 +141,8 @@ class ConsensusTransport:
         async with trio.open_nursery() as nursery, self.host.run([self.listen]):
             self._nursery = nursery
             self.host.set_stream_handler(TProtocol(CONSENSUS_PROTOCOL), self._on_inbound_stream)
+            if self.on_submit is not None:
+                self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self._on_submit_stream)
             log.info("p2p listening on %s as %s", ", ".join(self.addrs()), self.peer_id)
             task_status.started()
             for addr in bootstrap:
@@ -211,6 +217,36 @@ class ConsensusTransport:
             log.debug("inbound stream from %s ended: %s", remote, exc)
             await _reset(stream)
 
+    async def _on_submit_stream(self, stream: object) -> None:
+        """Miners and the subnet owner hand items to a validator here: one reply per frame."""
+        from validator_node.pipeline.messages import APP_GOSSIP_TYPES
+        from wire.codec import decode_any
+
+        reader = FrameReader(stream, MAX_SUBMIT_FRAME)  # type: ignore[arg-type]
+        try:
+            while True:
+                with trio.fail_after(30):
+                    data = await reader.read_frame()
+                if data is None:
+                    break
+                try:
+                    item = decode_any(data, APP_GOSSIP_TYPES)
+                    reason = self.on_submit(item) if self.on_submit else "not accepting"
+                except WireError as exc:
+                    self.metrics.inc("items_refused_total", kind="malformed")
+                    reason = f"malformed: {exc}"
+                await write_frame(stream, b"ok" if reason is None else f"refused: {reason}".encode())  # type: ignore[arg-type]
+        except (FrameError, trio.TooSlowError) as exc:
+            self.metrics.inc("items_refused_total", kind="bad_frame")
+            log.info("submit stream refused: %s", exc)
+            await _reset(stream)
+        except Exception as exc:
+            log.debug("submit stream ended: %s", exc)
+            await _reset(stream)
+        else:
+            with contextlib.suppress(Exception):
+                await stream.close()  # type: ignore[attr-defined]
+
     async def _receive_attestation(self, reader: FrameReader, remote_peer_id: bytes) -> bytes:
         data = await reader.read_frame()
         if data is None:
@@ -260,3 +296,31 @@ class ConsensusTransport:
 async def _reset(stream: object) -> None:
     with contextlib.suppress(Exception):
         await stream.reset()  # type: ignore[attr-defined]
+
+
+async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> list[str]:
+    """Client side of the submit protocol (miners, the owner): send frames, collect the replies.
+
+    Opens a throwaway libp2p host with a fresh Ed25519 key; the items carry their own hotkey
+    signatures, so the transport identity does not matter.
+    """
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    replies: list[str] = []
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        with trio.fail_after(timeout):
+            await host.connect(info)
+            stream = await host.new_stream(info.peer_id, [TProtocol(SUBMIT_PROTOCOL)])
+            reader = FrameReader(stream, 64 * 1024)
+            for data in items:
+                await write_frame(stream, data)
+                reply = await reader.read_frame()
+                replies.append("closed" if reply is None else reply.decode(errors="replace"))
+            await stream.close()
+    return replies

@@ -1,0 +1,269 @@
+"""The node's application: decided state, pending pools, block validation and proposals.
+
+The pure rules live in `pipeline.state`; this class holds the node-local parts around them: the
+pools of items waiting for a block (gossiped by peers, sent by miners and the owner), the chain
+snapshot this node would propose for a new epoch, and a memo of module validations (compiling a
+module to validate it costs milliseconds, and a block is validated before and after it decides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+
+from consensus.validators import ValidatorSet
+from registry.state import ModuleCheckFailed, genesis, runtime_validator
+from validator_node.block import Block, build_block, check_block
+from validator_node.chain.base import Chain
+from validator_node.pipeline.messages import (
+    EMPTY_BODY,
+    Attestation,
+    BlockBody,
+    EpochInfo,
+    NeuronEntry,
+    RegistryItem,
+    Submission,
+)
+from validator_node.pipeline.state import (
+    MAX_SUBMISSIONS_PER_MINER,
+    Admitted,
+    AppState,
+    BlockRejected,
+    apply_body,
+    attestation_key,
+    build_body,
+    submission_id,
+)
+from wire.codec import decode, encode
+from wire.envelope import SignedEnvelope, open_envelope
+from wire.errors import WireError
+from wire.keys import public_key_of
+
+log = logging.getLogger("validator_node.app")
+
+
+def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
+    mg = chain.metagraph()
+    hp = chain.hyperparameters()
+    owner = chain.subnet_owner()
+    owner_uid = mg.uid_of(owner)
+    neurons = tuple(
+        NeuronEntry(
+            uid=n.uid, hotkey=public_key_of(n.hotkey), stake=n.stake, validator_permit=n.validator_permit
+        )
+        for n in mg.neurons
+    )
+    return EpochInfo(
+        epoch=epoch,
+        neurons=neurons,
+        owner_uid=0 if owner_uid is None else owner_uid,
+        min_allowed_weights=hp.min_allowed_weights,
+        max_weight_limit=hp.max_weight_limit,
+        mechanism_count=hp.mechanism_count,
+        version_key=hp.weights_version_key,
+    )
+
+
+class Application:
+    def __init__(self, netuid: int, epoch_blocks: int, chain: Chain, vset: ValidatorSet) -> None:
+        self.netuid = netuid
+        self.vset = vset
+        owner = public_key_of(chain.subnet_owner())
+        self.state = AppState(
+            netuid, epoch_blocks, genesis(netuid, owner, chain.hyperparameters().mechanism_count)
+        )
+        self.chain_view = epoch_info_from_chain(chain)
+        self.tip_height = 0
+        self.tip_hash = bytes(32)
+        self.tip_chain_block = 0
+        self.submission_pool: dict[bytes, SignedEnvelope] = {}
+        self.attestation_pool: dict[tuple[bytes, bytes], SignedEnvelope] = {}
+        self.registry_pool: dict[bytes, RegistryItem] = {}
+        self._module_ok: dict[tuple[bytes, bytes], object] = {}
+
+    # --- module validation memo -------------------------------------------------------------
+
+    def validate_module(self, wasm: bytes, policy: object) -> object:
+        key = (hashlib.sha256(wasm).digest(), encode(policy))
+        found = self._module_ok.get(key)
+        if isinstance(found, ModuleCheckFailed):
+            raise found
+        if found is None:
+            try:
+                found = runtime_validator(wasm, policy)  # type: ignore[arg-type]
+            except ModuleCheckFailed as exc:
+                found = exc
+            self._module_ok[key] = found
+            if isinstance(found, ModuleCheckFailed):
+                raise found
+        return found
+
+    # --- blocks -------------------------------------------------------------------------------
+
+    def _body_of(self, data: bytes) -> tuple[Block, BlockBody]:
+        block = decode(data, Block)
+        body = EMPTY_BODY if not block.body else decode(block.body, BlockBody)
+        return block, body
+
+    def validate(self, height: int, data: bytes, current_chain_block: int) -> str | None:
+        if height != self.tip_height + 1:
+            return f"parent {height - 1} not applied here (tip {self.tip_height})"
+        reason = check_block(
+            data,
+            height=height,
+            parent=self.tip_hash,
+            parent_chain_block=self.tip_chain_block,
+            current_chain_block=current_chain_block,
+            vset=self.vset,
+        )
+        if reason is not None:
+            return reason
+        try:
+            _, body = self._body_of(data)
+        except WireError as exc:
+            return f"undecodable body: {exc}"
+        if body.epoch_info is not None and replace(body.epoch_info, epoch=0) != replace(
+            self.chain_view, epoch=0
+        ):
+            return "epoch metagraph snapshot differs from this validator's view of the chain"
+        try:
+            apply_body(
+                self.state,
+                body,
+                height=height,
+                parent=self.tip_hash,
+                vset=self.vset,
+                validate_module=self.validate_module,
+            )
+        except BlockRejected as exc:
+            return str(exc)
+        return None
+
+    def apply_decided(self, height: int, data: bytes) -> tuple[list[Admitted], BlockBody]:
+        """Apply a decided block. A decided block was validated by a quorum; if it still fails
+        here, this node's state has diverged, which must stop the node rather than be skipped."""
+        block, body = self._body_of(data)
+        before = self.state
+        self.state = apply_body(
+            before,
+            body,
+            height=height,
+            parent=self.tip_hash,
+            vset=self.vset,
+            validate_module=self.validate_module,
+        )
+        self.tip_height, self.tip_hash, self.tip_chain_block = (
+            height,
+            hashlib.sha256(data).digest(),
+            block.chain_block,
+        )
+        admitted = [self.state.submissions[submission_id(e)] for e in body.submissions]
+        self._prune(body)
+        return admitted, body
+
+    def _prune(self, body: BlockBody) -> None:
+        for env in body.submissions:
+            self.submission_pool.pop(submission_id(env), None)
+        for env in body.attestations:
+            self.attestation_pool.pop((attestation_key(env), env.signer), None)
+        for item in body.registry:
+            self.registry_pool.pop(hashlib.sha256(encode(item)).digest(), None)
+        epoch = self.state.epoch_of(self.tip_height + 1)
+        stale = [k for k, e in self.submission_pool.items() if _epoch_of_submission(e) != epoch]
+        for k in stale:
+            del self.submission_pool[k]
+        live = self.state.submissions
+        for k in [k for k in self.attestation_pool if k[0] not in live]:
+            del self.attestation_pool[k]
+
+    def propose(self, height: int, proposer: bytes, chain_block: int) -> bytes:
+        body = build_body(
+            self.state,
+            height=height,
+            parent=self.tip_hash,
+            vset=self.vset,
+            epoch_info=self.chain_view,
+            registry_pool=list(self.registry_pool.values()),
+            submission_pool=list(self.submission_pool.values()),
+            attestation_pool=list(self.attestation_pool.values()),
+            validate_module=self.validate_module,
+        )
+        return build_block(
+            height, self.tip_hash, proposer, max(chain_block, self.tip_chain_block), encode(body)
+        )
+
+    # --- pools ------------------------------------------------------------------------------
+
+    def offer(self, item: SignedEnvelope | RegistryItem) -> str | None:
+        """Pool an item from a miner, the owner or a peer. Returns None if new and plausible,
+        else why not (cheap checks only: the block rules decide)."""
+        if isinstance(item, RegistryItem):
+            key = hashlib.sha256(encode(item)).digest()
+            if key in self.registry_pool:
+                return "duplicate"
+            if item.action.signed.signer != self.state.registry.sudo:
+                return "registry action not signed by the subnet owner"
+            self.registry_pool[key] = item
+            return None
+        try:
+            tag = decode_tag(item.body)
+        except WireError as exc:
+            return f"malformed: {exc}"
+        if tag == "app.submission":
+            return self._offer_submission(item)
+        if tag == "app.attestation":
+            return self._offer_attestation(item)
+        return f"unexpected item {tag}"
+
+    def _offer_submission(self, env: SignedEnvelope) -> str | None:
+        try:
+            sub = open_envelope(env, Submission, self.netuid)
+        except WireError as exc:
+            return str(exc)
+        if not any(n.hotkey == env.signer for n in self.chain_view.neurons):
+            return "miner hotkey is not registered on the subnet"
+        epoch = self.state.epoch_of(self.tip_height + 1)
+        if sub.epoch != epoch:
+            return f"submission is for epoch {sub.epoch}; the current epoch is {epoch}"
+        if not any(m.challenge_id == sub.challenge_id for m in self.state.registry.active(epoch)):
+            return f"challenge {sub.challenge_id!r} is not active"
+        sid = submission_id(env)
+        if sid in self.submission_pool or sid in self.state.submissions:
+            return "duplicate"
+        mine = sum(1 for e in self.submission_pool.values() if e.signer == env.signer)
+        if mine >= 4 * MAX_SUBMISSIONS_PER_MINER:
+            return "rate limited: too many pending submissions from this miner"
+        self.submission_pool[sid] = env
+        return None
+
+    def _offer_attestation(self, env: SignedEnvelope) -> str | None:
+        if env.signer not in self.vset:
+            return "attestation from a non-validator"
+        try:
+            att = open_envelope(env, Attestation, self.netuid)
+        except WireError as exc:
+            return str(exc)
+        key = (att.submission_id, env.signer)
+        if key in self.attestation_pool:
+            return "duplicate"
+        if att.submission_id not in self.state.submissions:
+            return "attestation for an unknown submission"
+        self.attestation_pool[key] = env
+        return None
+
+
+def decode_tag(body: bytes) -> str:
+    from wire import cbor
+
+    value = cbor.loads(body, 2 * 1024 * 1024, plain_check=False)
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
+        raise WireError("not a tagged message")
+    return value[0]
+
+
+def _epoch_of_submission(env: SignedEnvelope) -> int:
+    try:
+        return decode(env.body, Submission).epoch
+    except WireError:
+        return -1

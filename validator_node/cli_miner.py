@@ -1,0 +1,49 @@
+"""`validator-node miner submit`: sign a payload with a miner hotkey and hand it to a validator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="miner_command", metavar="COMMAND")
+    p = sub.add_parser("submit", help="submit a payload for a challenge")
+    p.add_argument("--netuid", type=int, required=True)
+    p.add_argument("--challenge", required=True, help="challenge id")
+    p.add_argument("--file", required=True, help="payload file")
+    p.add_argument("--epoch", type=int, required=True, help="the epoch the submission is for")
+    p.add_argument("--nonce", type=int, default=0, help="distinguishes resubmissions of one payload")
+    p.add_argument("--validator", required=True, help="validator address /ip4/.../tcp/.../p2p/...")
+    p.add_argument("--wallet.name", dest="wallet_name", default="default")
+    p.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
+    p.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets")
+    p.set_defaults(func=submit_command)
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    import trio
+
+    from validator_node.p2p.host import submit_items
+    from validator_node.pipeline.messages import MAX_INLINE_PAYLOAD, Submission
+    from wire.codec import encode
+    from wire.envelope import seal
+    from wire.keys import Hotkey
+
+    payload = Path(args.file).read_bytes()
+    if len(payload) > MAX_INLINE_PAYLOAD:
+        print(
+            f"miner submit: payload is {len(payload)} bytes; the inline cap is {MAX_INLINE_PAYLOAD}",
+            file=sys.stderr,
+        )
+        return 2
+    hotkey = Hotkey.from_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
+    env = seal(Submission(args.challenge, args.epoch, args.nonce, payload), hotkey, args.netuid)
+    try:
+        (reply,) = trio.run(submit_items, args.validator, [encode(env)])
+    except Exception as exc:
+        print(f"miner submit: could not reach {args.validator}: {exc}", file=sys.stderr)
+        return 1
+    print(reply)
+    return 0 if reply == "ok" else 1

@@ -1,0 +1,95 @@
+"""Application messages: miner submissions, evaluation attestations, and the block body.
+
+Every item a block carries is self-verifying: submissions and attestations are signed envelopes
+(miner and validator hotkeys), registry items are sudo-signed, and the epoch's metagraph snapshot
+and weights are re-derived by every validator before it prepares the block.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from registry.manifest import RegistryAction
+from wire.codec import U8, U16, U64, Bytes32, Len, Range, wire_message
+from wire.envelope import SignedEnvelope
+
+MAX_INLINE_PAYLOAD = 256 * 1024
+MAX_ITEMS = 512
+I64 = Annotated[int, Range(-(2**63), 2**63 - 1)]
+
+
+@wire_message("app.submission", version=1, max_size=MAX_INLINE_PAYLOAD + 1024, domain="miner-submission")
+class Submission:
+    """A miner's answer to a challenge for one epoch (signed by the miner's registered hotkey)."""
+
+    challenge_id: Annotated[str, Len(1, 64)]
+    epoch: U64
+    nonce: U64
+    payload: Annotated[bytes, Len(0, MAX_INLINE_PAYLOAD)]
+
+
+@wire_message("app.attestation", version=1, max_size=512, domain="eval-attestation")
+class Attestation:
+    """A validator's result for one admitted submission: a score (1e9 = 1.0) or a negative error."""
+
+    epoch: U64
+    submission_id: Bytes32
+    score: I64
+    error_kind: Annotated[str, Len(1, 32)] | None
+
+
+@wire_message("app.registryitem", version=1, max_size=17 * 1024 * 1024)
+class RegistryItem:
+    """A sudo-signed registry action, with the module bytes an add/update needs (checked by hash)."""
+
+    action: RegistryAction
+    module: Annotated[bytes, Len(1, 16 * 1024 * 1024)] | None
+
+
+@wire_message("app.neuron", version=1, max_size=256)
+class NeuronEntry:
+    uid: U16
+    hotkey: Bytes32
+    stake: U64
+    validator_permit: bool
+
+
+@wire_message("app.epochinfo", version=1, max_size=512 * 1024)
+class EpochInfo:
+    """The chain as the epoch's first block saw it: neurons and the weight-relevant parameters."""
+
+    epoch: U64
+    neurons: Annotated[tuple[NeuronEntry, ...], Len(1, 4096)]
+    owner_uid: U16
+    min_allowed_weights: U16
+    max_weight_limit: U16
+    mechanism_count: U8
+    version_key: U64
+
+
+@wire_message("app.weightrow", version=1, max_size=64 * 1024)
+class WeightRowMsg:
+    mechid: U8
+    uids: Annotated[tuple[U16, ...], Len(0, 4096)]
+    weights: Annotated[tuple[U16, ...], Len(0, 4096)]
+
+
+@wire_message("app.epochweights", version=1, max_size=512 * 1024)
+class EpochWeights:
+    epoch: U64
+    rows: Annotated[tuple[WeightRowMsg, ...], Len(1, 256)]
+
+
+@wire_message("app.body", version=1, max_size=1024 * 1024)
+class BlockBody:
+    epoch_info: EpochInfo | None
+    registry: Annotated[tuple[RegistryItem, ...], Len(0, 16)]
+    submissions: Annotated[tuple[SignedEnvelope, ...], Len(0, MAX_ITEMS)]
+    attestations: Annotated[tuple[SignedEnvelope, ...], Len(0, 8 * MAX_ITEMS)]
+    weights: EpochWeights | None
+
+
+EMPTY_BODY = BlockBody(None, (), (), (), None)
+
+# What travels on the app channel between validators and from miners / the owner to validators.
+APP_GOSSIP_TYPES: tuple[type, ...] = (SignedEnvelope, RegistryItem)

@@ -1,0 +1,345 @@
+"""The application state machine: decided blocks in, new state out (pure: no I/O, no clock).
+
+An epoch is `epoch_blocks` consecutive heights. Its first block carries the metagraph snapshot
+(`EpochInfo`) the epoch is scored against; its middle blocks admit miner submissions and the
+validators' signed evaluation attestations; its last block carries only the epoch's weight matrix,
+which every validator re-derives from the state before preparing the block. So the weights each
+validator submits to the chain are decided, not computed locally.
+
+Every rule here is applied identically by the proposer (to choose what goes in a block), by every
+replica (to validate a proposal before preparing it) and by every node applying a decided block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from consensus.validators import ValidatorSet
+from registry.manifest import MANIFEST_OPS
+from registry.state import RegistryError, RegistryState
+from registry.state import apply as registry_apply
+from validator_node.pipeline.messages import (
+    Attestation,
+    BlockBody,
+    EpochInfo,
+    EpochWeights,
+    RegistryItem,
+    Submission,
+    WeightRowMsg,
+)
+from validator_node.weights import WeightLimits, WeightsError, from_manifests, weight_rows
+from wire.codec import encode
+from wire.envelope import SignedEnvelope, open_envelope
+from wire.errors import WireError
+
+MAX_SUBMISSIONS_PER_MINER = 4  # per challenge per epoch
+ModuleValidator = Callable[[bytes, object], object]
+
+
+class BlockRejected(ValueError):
+    """A block (or one item of it) breaks a rule; `reason` is a short label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Admitted:
+    submission_id: bytes
+    challenge_id: str
+    miner: bytes
+    uid: int
+    height: int
+    payload: bytes
+    seed: bytes  # the evaluation's `platform.seed`: from the parent hash, so every validator agrees
+
+
+@dataclass(frozen=True)
+class AppState:
+    netuid: int
+    epoch_blocks: int
+    registry: RegistryState
+    modules: Mapping[bytes, bytes] = field(default_factory=dict)
+    epoch_info: EpochInfo | None = None
+    submissions: Mapping[bytes, Admitted] = field(default_factory=dict)
+    attestations: Mapping[bytes, Mapping[bytes, int]] = field(default_factory=dict)
+    miner_counts: Mapping[tuple[bytes, str], int] = field(default_factory=dict)
+    weights: Mapping[int, EpochWeights] = field(default_factory=dict)
+
+    def epoch_of(self, height: int) -> int:
+        return (height - 1) // self.epoch_blocks
+
+    def is_epoch_start(self, height: int) -> bool:
+        return (height - 1) % self.epoch_blocks == 0
+
+    def is_epoch_end(self, height: int) -> bool:
+        return height % self.epoch_blocks == 0
+
+
+def submission_id(env: SignedEnvelope) -> bytes:
+    return hashlib.sha256(encode(env)).digest()
+
+
+# --- aggregation and weights -----------------------------------------------------------------
+
+
+def stake_weighted_median(scores: Mapping[bytes, int], vset: ValidatorSet) -> int | None:
+    """The lower stake-weighted median of the attested scores, once attesting stake is a quorum.
+
+    With Byzantine stake under 1/3 and a quorum attesting, more than half of the attesting stake
+    is honest, so the median lies between honest validators' scores (which agree anyway, since
+    evaluation is deterministic).
+    """
+    members = {v: s for v, s in scores.items() if v in vset}
+    attesting = vset.stake_of_all(members)
+    if not members or not vset.is_quorum(attesting):
+        return None
+    acc = 0
+    for validator, score in sorted(members.items(), key=lambda kv: (kv[1], kv[0])):
+        acc += vset.stake_of(validator)
+        if 2 * acc >= attesting:
+            return score
+    return None  # pragma: no cover - the loop always returns
+
+
+def epoch_scores(state: AppState, vset: ValidatorSet) -> dict[str, dict[int, int]]:
+    """Per challenge, per miner UID: the best aggregated score of the epoch (errors score nothing)."""
+    best: dict[str, dict[int, int]] = {}
+    for sid in sorted(state.submissions):
+        sub = state.submissions[sid]
+        agg = stake_weighted_median(state.attestations.get(sid, {}), vset)
+        if agg is None or agg < 0:
+            continue
+        per = best.setdefault(sub.challenge_id, {})
+        per[sub.uid] = max(per.get(sub.uid, 0), agg)
+    return best
+
+
+def derive_weights(state: AppState, vset: ValidatorSet, epoch: int) -> EpochWeights:
+    info = state.epoch_info
+    if info is None:
+        raise BlockRejected("no_epoch_info", f"epoch {epoch} has no metagraph snapshot")
+    limits = WeightLimits(len(info.neurons), info.min_allowed_weights, info.max_weight_limit)
+    active = state.registry.active(epoch)
+    try:
+        rows = weight_rows(
+            from_manifests(active, epoch_scores(state, vset)), info.owner_uid, limits, info.mechanism_count
+        )
+    except WeightsError as exc:
+        raise BlockRejected("weights_impossible", str(exc)) from None
+    return EpochWeights(epoch, tuple(WeightRowMsg(r.mechid, r.uids, r.weights) for r in rows))
+
+
+# --- applying a block ------------------------------------------------------------------------
+
+
+class _Draft:
+    """Mutable working copy used while a block is applied (or filled by a proposer)."""
+
+    def __init__(self, state: AppState, height: int, parent: bytes) -> None:
+        self.base = state
+        self.height = height
+        self.parent = parent
+        self.epoch = state.epoch_of(height)
+        self.registry = state.registry
+        self.modules = dict(state.modules)
+        self.epoch_info = state.epoch_info
+        self.submissions = dict(state.submissions)
+        self.attestations = {k: dict(v) for k, v in state.attestations.items()}
+        self.miner_counts = dict(state.miner_counts)
+        self.weights = dict(state.weights)
+        if state.is_epoch_start(height):
+            self.epoch_info = None
+            self.submissions, self.attestations, self.miner_counts = {}, {}, {}
+
+    def finish(self) -> AppState:
+        recent = {e: w for e, w in self.weights.items() if e > self.epoch - 16}
+        return replace(
+            self.base,
+            registry=self.registry,
+            modules=self.modules,
+            epoch_info=self.epoch_info,
+            submissions=self.submissions,
+            attestations=self.attestations,
+            miner_counts=self.miner_counts,
+            weights=recent,
+        )
+
+    # each method applies one item or raises BlockRejected, leaving the draft unchanged on error
+
+    def registry_item(self, item: RegistryItem, validate: ModuleValidator | None) -> None:
+        modules = dict(self.modules)
+        if item.module is not None:
+            if item.action.op not in MANIFEST_OPS:
+                raise BlockRejected("stray_module", f"a {item.action.op} action carries no module")
+            modules[hashlib.sha256(item.module).digest()] = item.module
+        try:
+            self.registry = registry_apply(self.registry, item.action, self.height, modules, validate)
+        except RegistryError as exc:
+            raise BlockRejected(f"registry_{exc.code}", str(exc)) from None
+        keep = {m.wasm_sha256 for m in self.registry.manifests()}
+        self.modules = {h: b for h, b in modules.items() if h in keep}
+
+    def submission(self, env: SignedEnvelope, netuid: int) -> Admitted:
+        try:
+            sub = open_envelope(env, Submission, netuid)
+        except WireError as exc:
+            raise BlockRejected("bad_submission", str(exc)) from None
+        info = self.epoch_info
+        uid = None if info is None else next((n.uid for n in info.neurons if n.hotkey == env.signer), None)
+        if uid is None:
+            raise BlockRejected("unregistered_miner", f"{env.signer.hex()[:16]} is not registered")
+        if sub.epoch != self.epoch:
+            raise BlockRejected("wrong_epoch", f"submission for epoch {sub.epoch}, block is in {self.epoch}")
+        manifest = next(
+            (m for m in self.registry.active(self.epoch) if m.challenge_id == sub.challenge_id), None
+        )
+        if manifest is None:
+            raise BlockRejected("inactive_challenge", f"challenge {sub.challenge_id!r} is not active")
+        if len(sub.payload) > manifest.policy.max_submission_bytes:
+            raise BlockRejected("submission_too_large", f"{len(sub.payload)} bytes")
+        sid = submission_id(env)
+        if sid in self.submissions:
+            raise BlockRejected("duplicate_submission", sid.hex()[:16])
+        key = (env.signer, sub.challenge_id)
+        if self.miner_counts.get(key, 0) >= MAX_SUBMISSIONS_PER_MINER:
+            raise BlockRejected("miner_rate_limit", f"{MAX_SUBMISSIONS_PER_MINER} per challenge per epoch")
+        seed = hashlib.sha256(b"bt-platform/seed/1" + self.parent + sid).digest()
+        admitted = Admitted(sid, sub.challenge_id, env.signer, uid, self.height, sub.payload, seed)
+        self.submissions[sid] = admitted
+        self.miner_counts[key] = self.miner_counts.get(key, 0) + 1
+        return admitted
+
+    def attestation(self, env: SignedEnvelope, netuid: int, vset: ValidatorSet) -> None:
+        if env.signer not in vset:
+            raise BlockRejected("attestation_not_validator", env.signer.hex()[:16])
+        try:
+            att = open_envelope(env, Attestation, netuid)
+        except WireError as exc:
+            raise BlockRejected("bad_attestation", str(exc)) from None
+        if att.epoch != self.epoch:
+            raise BlockRejected("wrong_epoch", f"attestation for epoch {att.epoch}")
+        if att.submission_id not in self.base.submissions or att.submission_id not in self.submissions:
+            raise BlockRejected("unknown_submission", att.submission_id.hex()[:16])
+        per = self.attestations.setdefault(att.submission_id, {})
+        if env.signer in per:
+            raise BlockRejected("duplicate_attestation", att.submission_id.hex()[:16])
+        per[env.signer] = att.score
+
+
+def apply_body(
+    state: AppState,
+    body: BlockBody,
+    *,
+    height: int,
+    parent: bytes,
+    vset: ValidatorSet,
+    validate_module: ModuleValidator | None = None,
+) -> AppState:
+    """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule."""
+    d = _Draft(state, height, parent)
+    if state.is_epoch_start(height):
+        if body.epoch_info is None or body.epoch_info.epoch != d.epoch:
+            raise BlockRejected("epoch_info_missing", f"height {height} opens epoch {d.epoch}")
+        d.epoch_info = body.epoch_info
+    elif body.epoch_info is not None:
+        raise BlockRejected("stray_epoch_info", f"height {height} does not open an epoch")
+    for item in body.registry:
+        d.registry_item(item, validate_module)
+    if state.is_epoch_end(height):
+        if body.submissions or body.attestations:
+            raise BlockRejected("busy_weights_block", "the epoch's last block carries only weights")
+        expected = derive_weights(_state_for_weights(state, d), vset, d.epoch)
+        if body.weights != expected:
+            raise BlockRejected("weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones")
+        d.weights[d.epoch] = expected
+    elif body.weights is not None:
+        raise BlockRejected("stray_weights", f"height {height} does not close an epoch")
+    _check_sorted(body.submissions, submission_id, "submissions")
+    for env in body.submissions:
+        d.submission(env, state.netuid)
+    _check_sorted(body.attestations, lambda e: (attestation_key(e), e.signer), "attestations")
+    for env in body.attestations:
+        d.attestation(env, state.netuid, vset)
+    return d.finish()
+
+
+def _state_for_weights(state: AppState, d: _Draft) -> AppState:
+    """Weights use the epoch's submissions and attestations, and the registry as of this block."""
+    return replace(state, registry=d.registry, epoch_info=d.epoch_info)
+
+
+def attestation_key(env: SignedEnvelope) -> bytes:
+    from wire.codec import decode
+
+    try:
+        return decode(env.body, Attestation).submission_id
+    except WireError:
+        return b""
+
+
+def _check_sorted(
+    items: Iterable[SignedEnvelope], key: Callable[[SignedEnvelope], object], what: str
+) -> None:
+    keys = [key(e) for e in items]
+    if keys != sorted(set(keys)):  # type: ignore[type-var]
+        raise BlockRejected("unsorted_items", f"{what} must be sorted and unique")
+
+
+# --- proposing -------------------------------------------------------------------------------
+
+
+def build_body(
+    state: AppState,
+    *,
+    height: int,
+    parent: bytes,
+    vset: ValidatorSet,
+    epoch_info: EpochInfo,
+    registry_pool: Iterable[RegistryItem],
+    submission_pool: Iterable[SignedEnvelope],
+    attestation_pool: Iterable[SignedEnvelope],
+    validate_module: ModuleValidator | None = None,
+    max_submissions: int = 256,
+    max_attestations: int = 2048,
+) -> BlockBody:
+    """What an honest leader proposes: every pooled item that is valid now, in canonical order."""
+    d = _Draft(state, height, parent)
+    info = None
+    if state.is_epoch_start(height):
+        info = replace(epoch_info, epoch=d.epoch)
+        d.epoch_info = info
+    registry: list[RegistryItem] = []
+    for item in registry_pool:
+        try:
+            d.registry_item(item, validate_module)
+        except BlockRejected:
+            continue
+        registry.append(item)
+        if len(registry) >= 16:
+            break
+    if state.is_epoch_end(height):
+        weights = derive_weights(_state_for_weights(state, d), vset, d.epoch)
+        return BlockBody(info, tuple(registry), (), (), weights)
+    subs: list[SignedEnvelope] = []
+    for env in sorted(set(submission_pool), key=submission_id):
+        if len(subs) >= max_submissions:
+            break
+        try:
+            d.submission(env, state.netuid)
+        except BlockRejected:
+            continue
+        subs.append(env)
+    atts: list[SignedEnvelope] = []
+    for env in sorted(set(attestation_pool), key=lambda e: (attestation_key(e), e.signer)):
+        if len(atts) >= max_attestations:
+            break
+        try:
+            d.attestation(env, state.netuid, vset)
+        except BlockRejected:
+            continue
+        atts.append(env)
+    return BlockBody(info, tuple(registry), tuple(subs), tuple(atts), None)
