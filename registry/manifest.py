@@ -36,10 +36,10 @@ class ModulePolicy:
     rather than configured per node; wall_clock_ms is only a local safety net.
     """
 
-    fuel: U64 = 2_000_000_000
+    fuel: U64 = 1_000_000_000
     memory_bytes: U64 = 64 * 1024 * 1024
     table_elements: U32 = 10_000
-    wall_clock_ms: U32 = 5_000
+    wall_clock_ms: U32 = 20_000
     max_task_bytes: U32 = 1024 * 1024
     max_submission_bytes: U32 = 1024 * 1024
     max_output_bytes: U32 = 64 * 1024

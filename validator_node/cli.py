@@ -15,7 +15,14 @@ from collections.abc import Sequence
 # (command name, module path, one-line help). Each module defines `register(parser)` which adds
 # its arguments/sub-commands to `parser` and sets `func` defaults returning an exit code.
 COMMAND_GROUPS: list[tuple[str, str, str]] = [
+    ("run", "validator_node.cli_run", "run a validator node"),
+    ("devnet", "validator_node.cli_devnet", "run a local devnet of validator processes (the main job)"),
+    ("miner", "validator_node.cli_miner", "miners: submit a signed payload to a validator"),
     ("sim", "validator_node.cli_sim", "run the deterministic consensus simulator"),
+    ("challenge", "validator_node.cli_challenge", "challenge authors: new, build, inspect, test"),
+    ("audit", "validator_node.cli_audit", "verify the evaluation audit log's hash chain"),
+    ("registry", "validator_node.cli_registry", "sudo owner: keygen, sign, verify, list manifests"),
+    ("chain", "validator_node.cli_chain", "the embedded local chain: genesis, info, recorded weights"),
 ]
 
 

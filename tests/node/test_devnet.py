@@ -1,0 +1,115 @@
+"""Multi-process tests: real validator processes, real libp2p on loopback, the local chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from consensus.messages import VoteRecord
+from validator_node import devnet
+from wire.codec import decode
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+
+
+def wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def height(root: Path, v: devnet.DevnetValidator) -> int:
+    s = devnet.read_status(root, v)
+    return -1 if s is None else int(s["height"])
+
+
+def vote_records(root: Path, v: devnet.DevnetValidator) -> list[VoteRecord]:
+    import sqlite3
+
+    db = sqlite3.connect(root / "data" / str(devnet.NETUID) / v.ss58 / "node.sqlite")
+    try:
+        return [decode(bytes(r[0]), VoteRecord) for r in db.execute("SELECT record FROM votes")]
+    finally:
+        db.close()
+
+
+def test_four_validators_decide_the_identical_chain(tmp_path: Path) -> None:
+    summary = devnet.run(tmp_path / "dn", validators=4, heights=6, timeout=120, quiet=True)
+    assert summary["identical"], summary
+    assert summary["decided_heights"] >= 6
+    assert summary["exit_codes"] == [0, 0, 0, 0]
+
+
+def test_kill9_validator_restarts_catches_up_and_never_equivocates(tmp_path: Path) -> None:
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 4)
+    logs = root / "logs"
+    logs.mkdir()
+
+    files = []
+
+    def start(v: devnet.DevnetValidator) -> subprocess.Popen[bytes]:
+        out = open(logs / f"validator{v.index}.log", "ab")  # noqa: SIM115
+        files.append(out)
+        return subprocess.Popen(devnet.node_command(root, v, vals, None), stdout=out, stderr=out, env=ENV)
+
+    procs = {v.index: start(v) for v in vals}
+    # the smallest-stake validator is the victim: the other three hold more than 2/3
+    victim = vals[3]
+    try:
+        wait_for(lambda: all(height(root, v) >= 3 for v in vals), 60, "height 3 everywhere")
+        procs[victim.index].send_signal(signal.SIGKILL)
+        procs[victim.index].wait()
+        stuck_at = height(root, victim)
+        others = [v for v in vals if v is not victim]
+        target = max(height(root, v) for v in others) + 4
+        wait_for(lambda: all(height(root, v) >= target for v in others), 60, "progress without the victim")
+        procs[victim.index] = start(victim)
+        target = max(height(root, v) for v in others) + 2
+        wait_for(lambda: height(root, victim) >= target, 60, "the restarted validator to catch up")
+        assert height(root, victim) > stuck_at
+    finally:
+        devnet.stop_all(list(procs.values()))
+        for f in files:
+            f.close()
+    chains = [devnet.decided_chain(root, v) for v in vals]
+    common = min(len(c) for c in chains)
+    assert all(c[:common] == chains[0][:common] for c in chains)
+    # never two different values for one (height, view, kind) in the victim's own record
+    signed: dict[tuple[int, int, int], bytes] = {}
+    for r in vote_records(root, victim):
+        key = (r.height, r.view, r.kind)
+        value = r.envelope.body
+        assert signed.setdefault(key, value) == value, f"equivocated at {key}"
+    # and nobody recorded evidence against anyone
+    for v in vals:
+        status = json.loads((root / "data" / str(devnet.NETUID) / v.ss58 / "status.json").read_text())
+        assert status["evidence"] == 0
+
+
+def test_run_refuses_a_hotkey_without_permit(tmp_path: Path) -> None:
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 2)
+    cmd = devnet.node_command(root, vals[0], vals, 1)
+    cmd[cmd.index("--wallet.name") + 1] = "owner"  # the owner neuron has no validator permit
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+    assert out.returncode == 1
+    assert "no validator permit" in out.stderr
+
+
+@pytest.mark.parametrize("flag", ["--netuid"])
+def test_run_needs_netuid(flag: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "validator_node.cli", "run"], capture_output=True, text=True, env=ENV, timeout=60
+    )
+    assert out.returncode == 2 and flag in out.stderr
