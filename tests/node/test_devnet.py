@@ -43,11 +43,20 @@ def vote_records(root: Path, v: devnet.DevnetValidator) -> list[VoteRecord]:
         db.close()
 
 
-def test_four_validators_decide_the_identical_chain(tmp_path: Path) -> None:
-    summary = devnet.run(tmp_path / "dn", validators=4, heights=6, timeout=120, quiet=True)
-    assert summary["identical"], summary
-    assert summary["decided_heights"] >= 6
+def test_four_validators_two_epochs_identical_weights_on_chain(tmp_path: Path) -> None:
+    """The main job end to end: registry published by the owner, miners submitting, WASM
+    evaluation, attestations, decided weights, and every validator's set_weights accepted."""
+    summary = devnet.run(tmp_path / "dn", validators=4, epochs=2, epoch_blocks=8, timeout=150, quiet=True)
+    assert summary["chain_identical"], summary
     assert summary["exit_codes"] == [0, 0, 0, 0]
+    assert summary["submissions_sent"] > 0 and not summary["submissions_refused"]
+    for epoch in summary["epochs"]:
+        assert epoch["identical"], epoch
+        vectors = list(epoch["weights"].values())
+        assert len(vectors) == 4
+        assert len(vectors[0]) > 1, "only the owner was weighted: no miner score reached the weights"
+    assert summary["chain_accepted_set_weights"] == 4 * 2
+    assert summary["identical"]
 
 
 def test_kill9_validator_restarts_catches_up_and_never_equivocates(tmp_path: Path) -> None:
@@ -110,6 +119,10 @@ def test_run_refuses_a_hotkey_without_permit(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flag", ["--netuid"])
 def test_run_needs_netuid(flag: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "validator_node.cli", "run"], capture_output=True, text=True, env=ENV, timeout=60
+        [sys.executable, "-m", "validator_node.cli", "run"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
     )
     assert out.returncode == 2 and flag in out.stderr

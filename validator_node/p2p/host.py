@@ -323,4 +323,6 @@ async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> 
                 reply = await reader.read_frame()
                 replies.append("closed" if reply is None else reply.decode(errors="replace"))
             await stream.close()
+            # py-libp2p leaves the TCP socket open when `host.run` exits; close it explicitly
+            await host.disconnect(info.peer_id)
     return replies
