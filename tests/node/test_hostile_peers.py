@@ -1,0 +1,141 @@
+"""Hostile input over real libp2p against running validator processes.
+
+Each case must be refused with a clear reason, counted in the node's metrics, and must not stop
+the validators from deciding.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import trio
+
+from validator_node import devnet
+from validator_node.p2p.attestation import attest
+from validator_node.p2p.framing import FrameReader, write_frame
+from validator_node.p2p.host import CONSENSUS_PROTOCOL, submit_items
+from validator_node.pipeline.messages import Submission
+from wire.codec import encode
+from wire.envelope import seal
+from wire.keys import Hotkey
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+
+
+def metric(root: Path, v: devnet.DevnetValidator, name: str) -> float:
+    path = root / "data" / str(devnet.NETUID) / v.ss58 / "metrics.prom"
+    total = 0.0
+    for line in path.read_text().splitlines():
+        if line.startswith("validator_" + name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def impostor_handshake(addr: str, hotkey: Hotkey) -> bytes | None:
+    """Open the consensus protocol with an attestation from a hotkey that has no permit."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [TProtocol(CONSENSUS_PROTOCOL)])
+        env = attest(hotkey, devnet.NETUID, host.get_id().to_bytes(), (), 10**9)
+        await write_frame(stream, encode(env))
+        reply = None
+        try:
+            with trio.fail_after(5):
+                reply = await FrameReader(stream, 1 << 20).read_frame()
+        except Exception:
+            reply = None
+        await host.disconnect(info.peer_id)
+        return reply
+
+
+async def raw_submit(addr: str, data: bytes) -> None:
+    """Send raw bytes (not necessarily a valid frame) on the submit protocol."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from validator_node.p2p.host import SUBMIT_PROTOCOL
+
+    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [TProtocol(SUBMIT_PROTOCOL)])
+        await stream.write(data)
+        await trio.sleep(0.5)
+        await host.disconnect(info.peer_id)
+
+
+def test_hostile_peers_and_items_are_refused_and_counted(tmp_path: Path) -> None:
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 4, miners=2)
+    (root / "logs").mkdir()
+    files = []
+    procs = []
+    for v in vals:
+        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
+        files.append(out)
+        cmd = devnet.node_command(root, v, vals, None)
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=out, env=ENV))
+    target = vals[0]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            s = devnet.read_status(root, target)
+            if s and s["height"] >= 2:
+                break
+            time.sleep(0.3)
+        owner = Hotkey.from_wallet("owner", "default", root / "wallets")
+        miner = Hotkey.from_wallet("miner0", "default", root / "wallets")
+        stranger = Hotkey.from_name("stranger")
+
+        # 1. a peer that attests a hotkey without a validator permit is refused at the handshake
+        assert trio.run(impostor_handshake, target.multiaddr(), owner) is None
+        # 2. items on the submit protocol: each refused with its reason
+        forged = seal(Submission("maxsat", 0, 0, b"x"), miner, devnet.NETUID)
+        forged = type(forged)(forged.netuid, forged.signer, forged.body, bytes(64))
+        replies = trio.run(
+            submit_items,
+            target.multiaddr(),
+            [
+                b"\x9f\xff garbage",
+                encode(seal(Submission("maxsat", 0, 0, b"x"), stranger, devnet.NETUID)),
+                encode(forged),
+                encode(seal(Submission("maxsat", 0, 0, b"x"), miner, devnet.NETUID + 1)),
+                encode(seal(Submission("no-such-challenge", 0, 0, b"x"), miner, devnet.NETUID)),
+            ],
+        )
+        assert replies[0].startswith("refused: malformed")
+        assert "not registered" in replies[1]
+        assert "bad signature" in replies[2]
+        assert "netuid" in replies[3]
+        assert "not active" in replies[4]
+        # 3. an oversized frame announcement is refused before anything is buffered
+        trio.run(raw_submit, target.multiaddr(), (2**31).to_bytes(4, "big") + b"x" * 100)
+        # the validators keep deciding
+        h = devnet.read_status(root, target)["height"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and devnet.read_status(root, target)["height"] < h + 3:
+            time.sleep(0.3)
+        assert devnet.read_status(root, target)["height"] >= h + 3
+        time.sleep(1.0)  # metrics are written every half second
+        assert metric(root, target, "p2p_peers_refused_total") >= 1
+        assert metric(root, target, "items_refused_total") >= 6
+        assert all(p.poll() is None for p in procs), "a validator died"
+    finally:
+        devnet.stop_all(procs)
+        for f in files:
+            f.close()
