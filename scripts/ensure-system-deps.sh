@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 dpkg -s libgmp-dev >/dev/null 2>&1 || need+=(libgmp-dev)
 command -v gcc >/dev/null 2>&1 || need+=(build-essential)
+# the dashboard test renders the page in Debian's headless Chromium
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

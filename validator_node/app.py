@@ -33,6 +33,7 @@ from validator_node.pipeline.state import (
     apply_body,
     attestation_key,
     build_body,
+    epoch_scores,
     submission_id,
 )
 from wire.codec import decode, encode
@@ -81,6 +82,7 @@ class Application:
         self.attestation_pool: dict[tuple[bytes, bytes], SignedEnvelope] = {}
         self.registry_pool: dict[bytes, RegistryItem] = {}
         self._module_ok: dict[tuple[bytes, bytes], object] = {}
+        self.last_epoch_scores: tuple[int, dict[str, dict[int, int]]] | None = None
 
     # --- module validation memo -------------------------------------------------------------
 
@@ -145,6 +147,8 @@ class Application:
         here, this node's state has diverged, which must stop the node rather than be skipped."""
         block, body = self._body_of(data)
         before = self.state
+        if before.is_epoch_end(height):  # keep the closing epoch's scores for the leaderboard
+            self.last_epoch_scores = (before.epoch_of(height), epoch_scores(before, self.vset))
         self.state = apply_body(
             before,
             body,

@@ -34,6 +34,8 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("consensus.timeout", float, 3.0, "base view timeout in seconds (doubles per view)"),
     ("stop-at-height", int, None, "exit cleanly once this height is decided (tests, devnets)"),
     ("epoch-blocks", int, 20, "decided blocks per epoch (a network-wide constant)"),
+    ("api.host", str, "127.0.0.1", "HTTP API / dashboard / metrics address"),
+    ("api.port", int, None, "HTTP API port (off unless given; 0 picks a free port)"),
 ]
 
 
@@ -133,6 +135,8 @@ def run_command(args: argparse.Namespace) -> int:
         base_timeout=opts["consensus.timeout"],
         stop_at_height=opts["stop-at-height"],
         epoch_blocks=opts["epoch-blocks"],
+        api_host=opts["api.host"],
+        api_port=opts["api.port"],
     )
     try:
         node = ValidatorNode(cfg, hotkey, chain)

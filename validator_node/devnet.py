@@ -110,6 +110,7 @@ class DevnetValidator:
     ss58: str
     port: int
     peer_id: str
+    api_port: int = 0
 
     def multiaddr(self) -> str:
         return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
@@ -144,7 +145,7 @@ def create(
 
     root.mkdir(parents=True, exist_ok=True)
     wallets = root / "wallets"
-    ports = free_ports(validators)
+    ports = free_ports(2 * validators)
     vals: list[DevnetValidator] = []
     neurons: list[dict[str, Any]] = []
     owner = Wallet(name="owner", hotkey="default", path=str(wallets))
@@ -163,7 +164,8 @@ def create(
             fd = os.open(seed_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(os.urandom(32))
-        vals.append(DevnetValidator(i, f"validator{i}", ss58, ports[i], _peer_id_for(seed_path.read_bytes())))
+        peer_id = _peer_id_for(seed_path.read_bytes())
+        vals.append(DevnetValidator(i, f"validator{i}", ss58, ports[i], peer_id, ports[validators + i]))
     for i in range(miners):
         w = Wallet(name=f"miner{i}", hotkey="default", path=str(wallets))
         w.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
@@ -213,6 +215,8 @@ def node_command(
         "3",
         "--epoch-blocks",
         str(epoch_blocks),
+        "--api.port",
+        str(v.api_port),
     ]
     if stop_at is not None:
         cmd += ["--stop-at-height", str(stop_at)]
@@ -359,6 +363,9 @@ def run(
             log_files.append(log)
             cmd = node_command(root, v, vals, stop_at, epoch_blocks)
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+        say(
+            f"dashboard: http://127.0.0.1:{vals[0].api_port}/ (each validator serves one; logs in {logs_dir})"
+        )
         last_line = ""
         while time.monotonic() - started < timeout:
             statuses = [read_status(root, v) for v in vals]
@@ -425,6 +432,7 @@ def summarise(
                 "hotkey": v.ss58,
                 "peer_id": v.peer_id,
                 "port": v.port,
+                "dashboard": f"http://127.0.0.1:{v.api_port}/",
                 "decided": len(chains[v.index]),
             }
             for v in vals

@@ -62,6 +62,8 @@ class NodeConfig:
     stop_at_height: int | None = None
     status_interval: float = 0.5
     epoch_blocks: int = 20
+    api_host: str = "127.0.0.1"
+    api_port: int | None = None  # None: no HTTP API
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:
@@ -123,6 +125,7 @@ class ValidatorNode:
         self._nursery: trio.Nursery
         self.last_weights: dict[str, Any] | None = None
         self._weights_pending = 0
+        self.api_port: int | None = None
 
     # --- the application side of consensus -----------------------------------------------------
 
@@ -164,6 +167,10 @@ class ValidatorNode:
             await nursery.start(self.transport.run, list(self.cfg.bootstrap))
             nursery.start_soon(self._chain_poller)
             nursery.start_soon(self._status_writer)
+            if self.cfg.api_port is not None:
+                from validator_node.api import NodeApi
+
+                self.api_port = await nursery.start(NodeApi(self).serve, self.cfg.api_host, self.cfg.api_port)
             task_status.started()
             await self._await_quorum_links()
             await self._execute(self.replica.start(trio.current_time()))
@@ -363,6 +370,7 @@ class ValidatorNode:
             "challenges": [m.challenge_id for m in self.app.state.registry.active()],
             "submissions": len(self.app.state.submissions),
             "last_weights": self.last_weights,
+            "api": None if self.api_port is None else f"http://{self.cfg.api_host}:{self.api_port}/",
             "time": time.time(),
         }
 

@@ -1,0 +1,176 @@
+"""The HTTP API, Prometheus metrics and the dashboard (in headless Chromium) of running validators."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from validator_node import devnet
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+EPOCH_BLOCKS = 8
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[devnet.DevnetValidator]]]:
+    root = tmp_path_factory.mktemp("api") / "dn"
+    vals, _ = devnet.create(root, 4, miners=4)
+    (root / "logs").mkdir()
+    files, procs = [], []
+    for v in vals:
+        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
+        files.append(out)
+        procs.append(
+            subprocess.Popen(
+                devnet.node_command(root, v, vals, None, EPOCH_BLOCKS), stdout=out, stderr=out, env=ENV
+            )
+        )
+    try:
+        wait(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
+        assert set(devnet.publish_registry(root, vals[0])) == {"ok"}
+        wait(lambda: len((devnet.read_status(root, vals[0]) or {}).get("challenges", [])) == 3, 30)
+        miners = devnet.Miners(root, 4, vals)
+        # submit right after an epoch opens, so the whole epoch is left to evaluate and attest
+        wait(lambda: devnet.read_status(root, vals[0])["height"] % EPOCH_BLOCKS == 1, 30)
+        epoch = devnet.read_status(root, vals[0])["next_epoch"]
+        miners.submit(epoch)
+        assert miners.sent == 12, miners.refused
+        # wait for that epoch's weights to be decided and set
+        wait(lambda: devnet.read_status(root, vals[0])["height"] >= (epoch + 1) * EPOCH_BLOCKS + 1, 60)
+        yield root, vals
+    finally:
+        devnet.stop_all(procs)
+        for f in files:
+            f.close()
+
+
+def wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def test_json_api(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
+    _, vals = running
+    base = f"http://127.0.0.1:{vals[0].api_port}"
+    code, body = get(base + "/api/status")
+    st = json.loads(body)
+    assert code == 200 and st["hotkey"] == vals[0].ss58 and st["peers"] == 3 and st["height"] >= 1
+    assert len(st["validators"]) == 4 and st["quorum_count"] == 2  # 4000 + 3000 of 10000 TAO
+    code, body = get(base + "/api/blocks/1")
+    block = json.loads(body)
+    assert code == 200 and block["height"] == 1 and len(block["certificate"]["signatures"]) >= 2
+    assert json.loads(get(base + "/api/blocks?limit=3")[1])[0]["height"] >= block["height"]
+    challenges = json.loads(get(base + "/api/challenges")[1])
+    assert {c["id"] for c in challenges} == {"maxsat", "lz-compress", "tsp-tour"}
+    assert all(c["status"] == "active" for c in challenges)
+    weights = json.loads(get(base + "/api/weights")[1])
+    assert weights["decided"] and weights["submitted"] and weights["submitted"][0]["result"] == "ok"
+    scored = [w for w in weights["decided"] if len(w["rows"][0]["uids"]) > 1]
+    assert scored, "no epoch's weights reached the miners"
+    epoch = scored[0]["epoch"]
+    assert json.loads(get(base + f"/api/weights?epoch={epoch}")[1])["decided"][0]["epoch"] == epoch
+    board = json.loads(get(base + "/api/leaderboard")[1])
+    assert board["last_epoch"] is not None and board["last"], board
+    assert all(row["score"] > 0 for rows in board["last"].values() for row in rows)
+    assert json.loads(get(base + "/api/peers")[1])[0]["peer_id"].startswith("12D3")
+    assert get(base + "/api/evidence")[0] == 200
+    # errors are clear and never take the node down
+    assert get(base + "/api/blocks/999999")[0] == 404
+    assert get(base + "/api/blocks/notanumber")[0] == 400
+    assert get(base + "/api/submissions/zz")[0] == 400
+    assert get(base + "/api/nope")[0] == 404
+    assert get(base + "/api/weights?epoch=9999")[0] == 404
+
+
+def test_http_server_refuses_abuse(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
+    _, vals = running
+    port = vals[0].api_port
+
+    def raw(data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(data)
+            return s.recv(200)
+
+    assert raw(b"POST /api/status HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405")
+    assert raw(b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert get(f"http://127.0.0.1:{port}/api/status")[0] == 200
+
+
+def test_prometheus_metrics(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
+    _, vals = running
+    code, body = get(f"http://127.0.0.1:{vals[1].api_port}/metrics")
+    text = body.decode()
+    assert code == 200
+    for name in (
+        "validator_heights_decided_total",
+        "validator_votes_persisted_total",
+        "validator_p2p_sent_total",
+        "validator_evaluations_total",
+        "validator_chain_set_weights_total",
+    ):
+        assert f"# TYPE {name}" in text, name
+    assert 'validator_chain_set_weights_total{result="ok"}' in text
+
+
+def test_dashboard_renders_in_headless_chromium(
+    running: tuple[Path, list[devnet.DevnetValidator]], tmp_path: Path
+) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is not installed (scripts/ensure-system-deps.sh installs Debian's package)"
+    _, vals = running
+    url = f"http://127.0.0.1:{vals[2].api_port}/"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert 'data-loaded="yes"' in dom, dom[-2000:]
+    assert "maxsat" in dom and "tsp-tour" in dom and "(closed)" in dom
+    assert dom.count("data-uid=") >= 2  # the weight chart drew the owner's and the miners' bars
+    shot = tmp_path / "dashboard.png"
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1400,1000", url],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert shot.exists() and shot.stat().st_size > 20_000
+    keep = os.environ.get("DASHBOARD_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)

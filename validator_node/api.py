@@ -1,0 +1,297 @@
+"""The node's HTTP interface: JSON status API, Prometheus `/metrics`, and the dashboard at `/`.
+
+A deliberately small HTTP/1.1 server on trio (GET only, one request per connection, bounded
+request size, per-connection timeout and a cap on concurrent connections), so the node needs no
+web framework and nothing here can block the event loop. It binds to 127.0.0.1 unless the
+operator configures otherwise, and is off unless a port is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+
+from validator_node.block import Block
+from validator_node.pipeline.messages import EMPTY_BODY, BlockBody
+from validator_node.pipeline.state import epoch_scores, stake_weighted_median
+from wire.codec import decode
+from wire.keys import ss58_of
+
+if TYPE_CHECKING:
+    from validator_node.node import ValidatorNode
+
+log = logging.getLogger("validator_node.api")
+
+MAX_REQUEST = 8192
+MAX_CONNECTIONS = 64
+REQUEST_TIMEOUT = 10.0
+
+
+class NotFound(Exception):
+    pass
+
+
+def _ss58(key: bytes) -> str:
+    try:
+        return ss58_of(key)
+    except Exception:
+        return key.hex()
+
+
+class NodeApi:
+    def __init__(self, node: ValidatorNode) -> None:
+        self.node = node
+        self.routes: dict[str, Callable[[list[str], dict[str, list[str]]], Any]] = {
+            "status": self.status,
+            "peers": self.peers,
+            "blocks": self.blocks,
+            "challenges": self.challenges,
+            "submissions": self.submissions,
+            "weights": self.weights,
+            "evidence": self.evidence,
+            "leaderboard": self.leaderboard,
+        }
+
+    # --- handlers (each returns a JSON-able value) --------------------------------------------
+
+    def status(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        st = self.node.status()
+        st["validators"] = [{"hotkey": _ss58(v.hotkey), "stake": v.stake} for v in self.node.vset.validators]
+        st["quorum_count"] = self.node.vset.quorum_count()
+        st["leader"] = _ss58(bytes.fromhex(st["leader"]))
+        return st
+
+    def peers(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        return [
+            {"hotkey": _ss58(hk), "peer_id": link.peer_id}
+            for hk, link in sorted(self.node.transport.book.links.items())
+        ]
+
+    def blocks(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        store = self.node.store
+        if parts:
+            return self._block(int(parts[0]))
+        tip, _ = store.tip()
+        limit = min(int(q.get("limit", ["20"])[0]), 100)
+        return [self._block(h, full=False) for h in range(tip, max(tip - limit, 0), -1)]
+
+    def _block(self, height: int, full: bool = True) -> Any:
+        d = self.node.store.decision(height)
+        if d is None:
+            raise NotFound(f"no decided block at height {height}")
+        block = decode(d.block, Block)
+        body = EMPTY_BODY if not block.body else decode(block.body, BlockBody)
+        out: dict[str, Any] = {
+            "height": block.height,
+            "hash": d.certificate.block_hash.hex(),
+            "parent": block.parent.hex(),
+            "proposer": _ss58(block.proposer),
+            "chain_block": block.chain_block,
+            "view": d.certificate.view,
+            "submissions": len(body.submissions),
+            "attestations": len(body.attestations),
+            "registry_actions": [i.action.op for i in body.registry],
+            "weights_epoch": None if body.weights is None else body.weights.epoch,
+            "signatures": len(d.certificate.signatures),
+        }
+        if full:
+            out["certificate"] = {
+                "phase": d.certificate.phase,
+                "view": d.certificate.view,
+                "block_hash": d.certificate.block_hash.hex(),
+                "signatures": [
+                    {"signer": _ss58(s.signer), "signature": s.signature.hex()}
+                    for s in d.certificate.signatures
+                ],
+            }
+        return out
+
+    def challenges(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        out = []
+        for entry in self.node.app.state.registry.challenges:
+            m = entry.manifest
+            out.append(
+                {
+                    "id": m.challenge_id,
+                    "name": m.name,
+                    "version": m.version,
+                    "status": entry.status,
+                    "wasm_sha256": m.wasm_sha256.hex(),
+                    "wasm_size": m.wasm_size,
+                    "abi_version": m.abi_version,
+                    "emission_share_ppb": m.emission_share_ppb,
+                    "mechanism_id": m.mechanism_id,
+                    "activation_epoch": m.activation_epoch,
+                    "policy": m.policy.to_dict(),
+                    "registered_at": entry.registered_at,
+                    "updated_at": entry.updated_at,
+                }
+            )
+        return out
+
+    def submissions(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        state = self.node.app.state
+        if parts:
+            sid = bytes.fromhex(parts[0])
+            sub = state.submissions.get(sid)
+            if sub is None:
+                raise NotFound("no such submission in the current epoch")
+            return self._submission(sid)
+        return [self._submission(sid) for sid in sorted(state.submissions)]
+
+    def _submission(self, sid: bytes) -> Any:
+        state = self.node.app.state
+        sub = state.submissions[sid]
+        atts = state.attestations.get(sid, {})
+        return {
+            "id": sid.hex(),
+            "challenge": sub.challenge_id,
+            "miner": _ss58(sub.miner),
+            "uid": sub.uid,
+            "height": sub.height,
+            "payload_bytes": len(sub.payload),
+            "attestations": {_ss58(v): s for v, s in sorted(atts.items())},
+            "aggregate": stake_weighted_median(atts, self.node.vset),
+        }
+
+    def leaderboard(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        """Per challenge, miners by their best aggregated score: this epoch so far, and the last
+        closed epoch (whose scores produced the current weights)."""
+        current = epoch_scores(self.node.app.state, self.node.vset)
+        last = self.node.app.last_epoch_scores
+
+        def board(scores: dict[str, dict[int, int]]) -> dict[str, list[dict[str, int]]]:
+            return {
+                cid: [
+                    {"uid": u, "score": sc} for u, sc in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))
+                ]
+                for cid, per in sorted(scores.items())
+            }
+
+        return {
+            "epoch": self.node.app.state.epoch_of(self.node.app.tip_height + 1),
+            "current": board(current),
+            "last_epoch": None if last is None else last[0],
+            "last": {} if last is None else board(last[1]),
+        }
+
+    def weights(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        decided = self.node.app.state.weights
+        epochs = [int(q["epoch"][0])] if "epoch" in q else sorted(decided)
+        out = []
+        for e in epochs:
+            w = decided.get(e)
+            if w is None:
+                if "epoch" in q:
+                    raise NotFound(f"no decided weights for epoch {e}")
+                continue
+            out.append(
+                {
+                    "epoch": e,
+                    "rows": [
+                        {"mechid": r.mechid, "uids": list(r.uids), "weights": list(r.weights)} for r in w.rows
+                    ],
+                }
+            )
+        return {"decided": out, "submitted": self.node.store.submitted_weights()}
+
+    def evidence(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        rows = self.node.store.db.execute("SELECT height, data FROM evidence ORDER BY height DESC LIMIT 100")
+        from consensus.messages import Equivocation
+
+        out = []
+        for height, data in rows:
+            ev = decode(bytes(data), Equivocation)
+            out.append({"height": height, "validator": _ss58(ev.first.signer), "first": ev.first.body.hex(),
+                        "second": ev.second.body.hex()})  # fmt: skip
+        return out
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def respond(self, path: str) -> tuple[int, str, bytes]:
+        url = urlsplit(path)
+        q = parse_qs(url.query)
+        if url.path in ("/", "/index.html"):
+            return 200, "text/html; charset=utf-8", dashboard_html()
+        if url.path == "/metrics":
+            return 200, "text/plain; version=0.0.4", self.node.metrics.render().encode()
+        parts = [p for p in url.path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == "api" and parts[1] in self.routes:
+            try:
+                value = self.routes[parts[1]](parts[2:], q)
+            except NotFound as exc:
+                return 404, "application/json", json.dumps({"error": str(exc)}).encode()
+            except (ValueError, KeyError) as exc:
+                return 400, "application/json", json.dumps({"error": f"bad request: {exc}"}).encode()
+            return 200, "application/json", json.dumps(value, sort_keys=True).encode()
+        return 404, "application/json", json.dumps({"error": f"no route {url.path}"}).encode()
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        log.info("HTTP API and dashboard on http://%s:%d/", host, bound)
+        task_status.started(bound)
+
+        async def handler(stream: trio.SocketStream) -> None:
+            async with limiter:
+                await self._handle(stream)
+
+        await trio.serve_listeners(handler, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                    if len(data) > MAX_REQUEST:
+                        await _send(stream, 431, "text/plain", b"request too large")
+                        return
+                line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                fields = line.split()
+                if len(fields) != 3 or not fields[2].startswith("HTTP/"):
+                    await _send(stream, 400, "text/plain", b"bad request line")
+                    return
+                method, path = fields[0], fields[1]
+                if method not in ("GET", "HEAD"):
+                    await _send(stream, 405, "text/plain", b"only GET")
+                    return
+                self.node.metrics.inc("http_requests_total")
+                status, ctype, body = self.respond(path)
+                await _send(stream, status, ctype, b"" if method == "HEAD" else body, len(body))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("HTTP handler failed")
+        finally:
+            await stream.aclose()
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}
+
+
+async def _send(
+    stream: trio.SocketStream, status: int, ctype: str, body: bytes, length: int | None = None
+) -> None:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n"
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+    )
+    await stream.send_all(head.encode() + body)
+
+
+def dashboard_html() -> bytes:
+    return resources.files("validator_node").joinpath("dashboard.html").read_bytes()
