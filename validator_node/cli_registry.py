@@ -106,6 +106,21 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", default=["."], help=f"files, or directories holding *{SIGNED_SUFFIX}")
     p.set_defaults(func=_guard(cmd_list))
 
+    p = sub.add_parser("command", help="sign a lifecycle command: activate, deactivate or remove")
+    p.add_argument("op", choices=COMMAND_OPS)
+    p.add_argument("challenge_id")
+    p.add_argument("--nonce", type=int, required=True, help="above every nonce the owner used before")
+    p.add_argument("--netuid", type=int, required=True)
+    p.add_argument("--out", required=True, help="file to write the signed action to")
+    add_key_arguments(p)
+    p.set_defaults(func=_guard(cmd_command))
+
+    p = sub.add_parser("publish", help="hand a signed action to a validator; it takes effect once decided")
+    p.add_argument("signed", help="a file written by `registry sign` or `registry command`")
+    p.add_argument("--wasm", help="the module (required for add and update)")
+    p.add_argument("--validator", required=True, help="validator address /ip4/.../tcp/.../p2p/...")
+    p.set_defaults(func=_guard(cmd_publish))
+
 
 def _guard(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
@@ -296,3 +311,43 @@ def _read(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
+
+
+# --- lifecycle commands and publishing --------------------------------------------------------------
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    from registry.state import sign_command
+
+    action = sign_command(args.op, args.challenge_id, args.nonce, load_key(args), args.netuid)
+    Path(args.out).write_bytes(encode(action))
+    print(f"signed {args.op} {args.challenge_id} (nonce {args.nonce}) -> {args.out}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import trio
+
+    from validator_node.p2p.host import submit_items
+    from validator_node.pipeline.messages import RegistryItem
+
+    try:
+        action = decode(_read(args.signed), RegistryAction)
+    except WireError as exc:
+        raise CliError(f"{args.signed} is not a signed registry action: {exc}") from None
+    module = None
+    if action.op in MANIFEST_OPS:
+        if not args.wasm:
+            raise CliError(f"a signed {action.op} needs its module: --wasm FILE")
+        module = _read(args.wasm)
+    try:
+        (reply,) = trio.run(submit_items, args.validator, [encode(RegistryItem(action, module))])
+    except Exception as exc:
+        print(f"error: could not reach {args.validator}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        reply
+        if reply != "ok"
+        else f"ok: {action.op} handed to the validator; it applies once a block decides it"
+    )
+    return 0 if reply == "ok" else 1

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -174,3 +175,41 @@ def test_dashboard_renders_in_headless_chromium(
     keep = os.environ.get("DASHBOARD_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_owner_publishes_a_lifecycle_command_from_the_cli(
+    running: tuple[Path, list[devnet.DevnetValidator]], tmp_path: Path
+) -> None:
+    """`registry command` + `registry publish`: the change shows only once a block decided it."""
+    root, vals = running
+    signed = tmp_path / "deactivate.signed"
+
+    def registry(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "validator_node.cli", "registry", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+
+    def status() -> dict[str, str]:
+        url = f"http://127.0.0.1:{vals[2].api_port}/api/challenges"
+        return {c["id"]: c["status"] for c in json.loads(get(url)[1])}
+
+    wallet = ("--wallet.name", "owner", "--wallet.path", str(root / "wallets"))
+    out = registry(
+        "command",
+        "deactivate",
+        "lz-compress",
+        "--nonce",
+        "100",
+        "--netuid",
+        "7",
+        "--out",
+        str(signed),
+        *wallet,
+    )
+    assert out.returncode == 0, out.stderr
+    out = registry("publish", str(signed), "--validator", vals[1].multiaddr())
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stdout + out.stderr
+    wait(lambda: status()["lz-compress"] == "inactive", 30)
+    # a replay of the same signed command is accepted into a pool but refused by the registry rules
+    registry("publish", str(signed), "--validator", vals[0].multiaddr())
+    time.sleep(3)
+    assert status()["lz-compress"] == "inactive" and status()["maxsat"] == "active"
