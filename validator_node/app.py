@@ -173,6 +173,9 @@ class Application:
             self.attestation_pool.pop((attestation_key(env), env.signer), None)
         for item in body.registry:
             self.registry_pool.pop(hashlib.sha256(encode(item)).digest(), None)
+        last = self.state.registry.last_nonce  # replays and superseded actions can never apply
+        for k in [k for k, item in self.registry_pool.items() if _nonce_of(item) <= last]:
+            del self.registry_pool[k]
         epoch = self.state.epoch_of(self.tip_height + 1)
         stale = [k for k, e in self.submission_pool.items() if _epoch_of_submission(e) != epoch]
         for k in stale:
@@ -269,5 +272,15 @@ def decode_tag(body: bytes) -> str:
 def _epoch_of_submission(env: SignedEnvelope) -> int:
     try:
         return decode(env.body, Submission).epoch
+    except WireError:
+        return -1
+
+
+def _nonce_of(item: RegistryItem) -> int:
+    from registry.manifest import MANIFEST_OPS, ChallengeCommand, ChallengeManifest
+
+    cls = ChallengeManifest if item.action.op in MANIFEST_OPS else ChallengeCommand
+    try:
+        return int(decode(item.action.signed.body, cls).nonce)
     except WireError:
         return -1
