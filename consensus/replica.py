@@ -72,10 +72,10 @@ class ReplicaConfig:
     netuid: int
     base_timeout: float = 2.0
     max_timeout_exponent: int = 6
-    future_heights: int = 8
+    future_heights: int = 32
     max_view_ahead: int = 64
     decided_window: int = 256
-    sync_batch: int = 16
+    sync_batch: int = 32
 
     def timeout(self, view: int) -> float:
         return self.base_timeout * (2 ** min(view, self.max_timeout_exponent))
@@ -229,7 +229,10 @@ class Replica:
                     out.append(Send(signer, decision))
             return False
         if height > self.height + self.cfg.future_heights:
+            # far behind: do not buffer, but ask this (authenticated) peer for the decided blocks
             out.append(Rejected("height_too_far", f"height {height}, at {self.height}", signer))
+            if signer in self.round.vset:
+                self._ask_sync(signer, out)
             return False
         if signer not in self.round.vset:
             out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))

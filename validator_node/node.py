@@ -254,7 +254,11 @@ class ValidatorNode:
                     log.warning("equivocation by %s recorded as evidence", a.evidence.first.signer.hex()[:12])
             elif isinstance(a, Rejected):
                 self.metrics.inc("consensus_rejected_total", reason=a.reason)
-                log.warning("refused consensus packet (%s): %s", a.reason, a.detail)
+                # a lagging node sees the live network's heights while it catches up: expected
+                level = (
+                    logging.DEBUG if a.reason in ("height_too_far", "future_buffer_full") else logging.WARNING
+                )
+                log.log(level, "refused consensus packet (%s): %s", a.reason, a.detail)
             elif isinstance(a, ViewChanged):
                 self.metrics.inc("view_changes_total")
                 log.info("height %d: moved to view %d", a.height, a.view)

@@ -126,3 +126,40 @@ def test_run_needs_netuid(flag: str) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and flag in out.stderr
+
+
+def test_new_validator_joining_late_catches_up_and_votes(tmp_path: Path) -> None:
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 4)
+    logs = root / "logs"
+    logs.mkdir()
+    files = []
+
+    def start(v: devnet.DevnetValidator) -> subprocess.Popen[bytes]:
+        out = open(logs / f"validator{v.index}.log", "ab")  # noqa: SIM115
+        files.append(out)
+        return subprocess.Popen(devnet.node_command(root, v, vals, None), stdout=out, stderr=out, env=ENV)
+
+    first, late = vals[:3], vals[3]  # 9000 of 10000 TAO: a quorum without the late validator
+    procs = [start(v) for v in first]
+    try:
+        wait_for(
+            lambda: all(height(root, v) >= 30 for v in first), 90, "height 30 without the late validator"
+        )
+        procs.append(start(late))
+        wait_for(
+            lambda: height(root, late) >= max(height(root, v) for v in first) - 1,
+            90,
+            "the late one to catch up",
+        )
+        caught_up = height(root, late)
+        wait_for(lambda: height(root, late) >= caught_up + 3, 30, "the late one to keep deciding")
+    finally:
+        devnet.stop_all(procs)
+        for f in files:
+            f.close()
+    records = vote_records(root, late)
+    assert any(r.height > caught_up for r in records), "the late validator never voted after catching up"
+    chains = [devnet.decided_chain(root, v) for v in vals]
+    common = min(len(c) for c in chains)
+    assert common >= 30 and all(c[:common] == chains[0][:common] for c in chains)
