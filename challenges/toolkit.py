@@ -171,9 +171,46 @@ def make_vectors(directory: str | Path) -> list[dict[str, Any]]:
 def write_vectors(directory: str | Path) -> Path:
     path = Path(directory) / VECTORS_FILE
     spec = load_spec(directory)
-    doc = {"challenge": spec.name, "vectors": make_vectors(directory)}
+    doc: dict[str, Any] = {"challenge": spec.name, "vectors": make_vectors(directory)}
+    agg = make_aggregate_vectors(directory)
+    if agg:
+        doc["aggregate"] = agg
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+def make_aggregate_vectors(directory: str | Path) -> list[dict[str, Any]]:
+    """Vectors for the `aggregate` export, if the reference has `aggregate_cases()` and `aggregate()`.
+
+    Each holds the input and either the output bytes (`output`, hex) or the error code (`code`), so a
+    module exporting `aggregate` is checked byte for byte like `evaluate` is checked score for score.
+    """
+    ref = load_reference(directory)
+    if not (hasattr(ref, "aggregate_cases") and hasattr(ref, "aggregate")):
+        return []
+    out = []
+    for name, data in ref.aggregate_cases():
+        res = ref.aggregate(data)
+        row: dict[str, Any] = {"name": name, "input": data.hex()}
+        if isinstance(res, int):
+            row["code"] = res
+        else:
+            row["output"] = bytes(res).hex()
+        out.append(row)
+    return out
+
+
+def read_aggregate_vectors(directory: str | Path) -> list[tuple[str, bytes, bytes | int]]:
+    """(name, input, output bytes or error code) for every `aggregate` vector in vectors.json."""
+    doc = json.loads((Path(directory) / VECTORS_FILE).read_text(encoding="utf-8"))
+    return [
+        (
+            v["name"],
+            bytes.fromhex(v["input"]),
+            bytes.fromhex(v["output"]) if "output" in v else int(v["code"]),
+        )
+        for v in doc.get("aggregate", [])
+    ]
 
 
 def read_vectors(directory: str | Path) -> list[tuple[str, bytes, bytes, int]]:

@@ -168,6 +168,11 @@ class Sandbox:
             raise ValueError(f"{export} is not a packed-output export")
         if not getattr(loaded.info, f"has_{export}"):
             return None, _refused(errors.MISSING_EXPORT, f"module does not export {export}")
+        if data is not None and len(data) > policy.max_task_bytes:
+            # aggregate's input is a task-like document (an evidence bundle): same cap as a task
+            return None, _refused(
+                errors.INPUT_TOO_LARGE, f"input is {len(data)} bytes, cap {policy.max_task_bytes}"
+            )
 
         def body(store: wasmtime.Store, exports: Exports, mem: wasmtime.Memory | None) -> bytes:
             fn = exports[export]
@@ -177,6 +182,11 @@ class Sandbox:
             else:
                 ptr = put_bytes(store, exports, mem, data)
                 packed = int(call_ints(store, fn, (ptr, len(data)), (I32, I32), I64) or 0)
+                if -(1 << 31) <= packed < 0:
+                    # a small negative result is an error code, as for evaluate (docs/challenge-abi.md,
+                    # "aggregate"). No valid packed output is in this range: it would mean ptr 0xFFFFFFFF
+                    # with a length of 2 GiB or more, which lies outside any wasm32 memory.
+                    raise GuestError(errors.MODULE_ERROR, f"aggregate returned error code {packed}")
             return read_packed(store, mem, packed, policy.max_output_bytes)
 
         out = run_guest(

@@ -25,6 +25,7 @@ from validator_node.pipeline.messages import (
     RegistryItem,
     Submission,
 )
+from validator_node.pipeline.snapshot import state_root
 from validator_node.pipeline.state import (
     MAX_SUBMISSIONS_PER_MINER,
     Admitted,
@@ -75,6 +76,7 @@ class Application:
             netuid, epoch_blocks, genesis(netuid, owner, chain.hyperparameters().mechanism_count)
         )
         self.chain_view = epoch_info_from_chain(chain)
+        self.root = state_root(self.state)
         self.tip_height = 0
         self.tip_hash = bytes(32)
         self.tip_chain_block = 0
@@ -118,6 +120,7 @@ class Application:
             parent_chain_block=self.tip_chain_block,
             current_chain_block=current_chain_block,
             vset=self.vset,
+            state_root=self.root,
         )
         if reason is not None:
             return reason
@@ -146,6 +149,8 @@ class Application:
         """Apply a decided block. A decided block was validated by a quorum; if it still fails
         here, this node's state has diverged, which must stop the node rather than be skipped."""
         block, body = self._body_of(data)
+        if block.state_root != self.root:
+            raise BlockRejected("state_diverged", f"decided block {height} commits to another state root")
         before = self.state
         if before.is_epoch_end(height):  # keep the closing epoch's scores for the leaderboard
             self.last_epoch_scores = (before.epoch_of(height), epoch_scores(before, self.vset))
@@ -157,11 +162,9 @@ class Application:
             vset=self.vset,
             validate_module=self.validate_module,
         )
-        self.tip_height, self.tip_hash, self.tip_chain_block = (
-            height,
-            hashlib.sha256(data).digest(),
-            block.chain_block,
-        )
+        self.tip_height, self.tip_hash = height, hashlib.sha256(data).digest()
+        self.tip_chain_block = block.chain_block
+        self.root = state_root(self.state)
         admitted = [self.state.submissions[submission_id(e)] for e in body.submissions]
         self._prune(body)
         return admitted, body
@@ -196,9 +199,14 @@ class Application:
             attestation_pool=list(self.attestation_pool.values()),
             validate_module=self.validate_module,
         )
-        return build_block(
-            height, self.tip_hash, proposer, max(chain_block, self.tip_chain_block), encode(body)
-        )
+        chain_block = max(chain_block, self.tip_chain_block)
+        return build_block(height, self.tip_hash, proposer, chain_block, self.root, encode(body))
+
+    def install(self, state: AppState, height: int, tip_hash: bytes) -> None:
+        """Adopt a verified checkpoint: the state after block `height`, whose hash is `tip_hash`."""
+        self.state = state
+        self.tip_height, self.tip_hash, self.tip_chain_block = height, tip_hash, 0
+        self.root = state_root(state)
 
     # --- pools ------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ class Block:
     parent: Bytes32
     proposer: Bytes32
     chain_block: U64
+    state_root: Bytes32  # root of the application state after the parent block (see snapshot.py)
     body: Annotated[bytes, Len(0, MAX_BLOCK_SIZE - 256)]
 
 
@@ -34,8 +35,10 @@ def block_hash(block_bytes: bytes) -> bytes:
     return hashlib.sha256(block_bytes).digest()
 
 
-def build_block(height: int, parent: bytes, proposer: bytes, chain_block: int, body: bytes = b"") -> bytes:
-    return encode(Block(height, parent, proposer, chain_block, body))
+def build_block(
+    height: int, parent: bytes, proposer: bytes, chain_block: int, state_root: bytes, body: bytes = b""
+) -> bytes:
+    return encode(Block(height, parent, proposer, chain_block, state_root, body))
 
 
 def check_block(
@@ -46,6 +49,7 @@ def check_block(
     parent_chain_block: int,
     current_chain_block: int,
     vset: ValidatorSet,
+    state_root: bytes,
 ) -> str | None:
     """None if valid, else the reason (one line)."""
     try:
@@ -56,6 +60,8 @@ def check_block(
         return f"block claims height {b.height}"
     if b.parent != parent:
         return "block does not extend our decided tip"
+    if b.state_root != state_root:
+        return "block commits to a different state root than this validator's state"
     if b.proposer not in vset:
         return "proposer is not a validator"
     if b.chain_block < parent_chain_block:

@@ -150,7 +150,12 @@ def run_command(args: argparse.Namespace) -> int:
         log.info("interrupted; stopping")
     except BaseExceptionGroup as eg:
         # py-libp2p may raise "Nursery is closed to new arrivals" while tearing down under traffic
-        if not all(isinstance(e, RuntimeError) and "Nursery is closed" in str(e) for e in _leaves(eg)):
+        # Ctrl-C arrives wrapped in the nursery's group
+        benign = (KeyboardInterrupt,)
+        if not all(
+            isinstance(e, benign) or (isinstance(e, RuntimeError) and "Nursery is closed" in str(e))
+            for e in _leaves(eg)
+        ):
             raise
         log.info("stopped (libp2p teardown noise suppressed)")
     finally:

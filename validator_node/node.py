@@ -28,17 +28,20 @@ from consensus.actions import (
     Send,
     ViewChanged,
 )
+from consensus.messages import DecisionPacket
 from consensus.replica import Replica, ReplicaConfig
 from consensus.validators import ValidatorSet
 from validator_node.app import Application
+from validator_node.block import Block
 from validator_node.chain.base import Chain
 from validator_node.evaluation import Evaluator
 from validator_node.metrics import Metrics
 from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
 from validator_node.pipeline.messages import APP_GOSSIP_TYPES, Attestation, EpochWeights, RegistryItem
+from validator_node.pipeline.snapshot import Checkpoint, snapshot, verify_checkpoint
 from validator_node.pipeline.state import Admitted
 from validator_node.store import NodeStore
-from wire.codec import decode_any, encode
+from wire.codec import decode, decode_any, encode
 from wire.envelope import seal
 from wire.errors import WireError
 from wire.keys import Hotkey, public_key_of
@@ -64,6 +67,7 @@ class NodeConfig:
     epoch_blocks: int = 20
     api_host: str = "127.0.0.1"
     api_port: int | None = None  # None: no HTTP API
+    sync_from_checkpoint: bool = True
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:
@@ -87,25 +91,11 @@ class ValidatorNode:
         if hotkey.public_key not in self.vset:
             raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
         self._chain_block = chain.current_block()
-        committed = self.store.check_integrity()
-        records = self.store.votes_from(committed + 1)
         self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, self.vset)
-        for h in range(1, committed + 1):  # rebuild the application state from decided blocks
-            decision = self.store.decision(h)
-            assert decision is not None
-            self.app.apply_decided(h, decision.block)
+        self._load_state()
         self.evaluator = Evaluator(self.data_dir, self.metrics)
-        self.replica = Replica(
-            hotkey,
-            lambda h: self.vset,
-            self._validate_block,
-            ReplicaConfig(netuid=cfg.netuid, base_timeout=cfg.base_timeout),
-            committed_height=committed,
-            records=records,
-            decisions=self.store.decision,
-        )
-        if committed or records:
-            log.info("resuming at height %d with %d recorded votes", committed + 1, len(records))
+        self.replica = self._new_replica()
+        self._pending_checkpoint: tuple[int, bytes] | None = None
         self._proposal_due: float | None = None
         self._last_decide = 0.0
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[tuple[bytes, bytes]](8192)
@@ -120,12 +110,96 @@ class ValidatorNode:
             metrics=self.metrics,
             inbound=self._inbound_send,
             on_submit=self._on_submit,
+            checkpoint=self.store.latest_checkpoint,
         )
         self._done = trio.Event()
         self._nursery: trio.Nursery
         self.last_weights: dict[str, Any] | None = None
         self._weights_pending = 0
         self.api_port: int | None = None
+
+    # --- state: store, checkpoints, replica -------------------------------------------------------
+
+    def _load_state(self) -> None:
+        """Rebuild the application state: from the checkpoint this node started from (if any),
+        then every decided block after it, each checked against the state root it commits to."""
+        base = self.store.base_height()
+        if base:
+            data = self.store.checkpoint_at(base)
+            if data is None:
+                raise RuntimeError(f"{self.store.path}: the base checkpoint {base} is missing")
+            cp = decode(data, Checkpoint)
+            state = verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
+            self.app.install(state, base, decode(cp.next_block.block, Block).parent)
+        committed = self.store.check_integrity()
+        for h in range(base + 1, committed + 1):
+            decision = self.store.decision(h)
+            assert decision is not None
+            self.app.apply_decided(h, decision.block)
+
+    def _new_replica(self) -> Replica:
+        committed = self.store.tip()[0]
+        records = self.store.votes_from(committed + 1)
+        if committed or records:
+            log.info("resuming at height %d with %d recorded votes", committed + 1, len(records))
+        return Replica(
+            self.hotkey,
+            lambda h: self.vset,
+            self._validate_block,
+            ReplicaConfig(netuid=self.cfg.netuid, base_timeout=self.cfg.base_timeout),
+            committed_height=committed,
+            records=records,
+            decisions=self.store.decision,
+        )
+
+    async def _bootstrap_from_checkpoint(self, patience: float = 20.0) -> None:
+        """A node with an empty store starts from the newest checkpoint a peer can prove, instead
+        of replaying every block since genesis (it still replays the blocks after it)."""
+        with trio.move_on_after(patience):
+            while not self.transport.book.links:
+                await trio.sleep(0.2)
+        best: tuple[int, bytes, Checkpoint] | None = None
+        for hotkey, link in sorted(self.transport.book.links.items()):
+            try:
+                data = await self.transport.request_checkpoint(link.peer_id)
+                if data is None:
+                    continue
+                cp = decode(data, Checkpoint)
+                verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
+            except Exception as exc:  # a peer serving junk is refused; others may do better
+                self.metrics.inc("checkpoints_refused_total")
+                log.warning("checkpoint from %s refused: %s", hotkey.hex()[:12], exc)
+                continue
+            if best is None or cp.height > best[0]:
+                best = (cp.height, data, cp)
+        if best is None:
+            log.info("no checkpoint available from peers; replaying from genesis")
+            return
+        height, data, cp = best
+        state = verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
+        nb = cp.next_block
+        await trio.to_thread.run_sync(self.store.install_checkpoint, height, data)
+        await trio.to_thread.run_sync(self.store.put_decision, height + 1, nb.block, nb.certificate)
+        self.app.install(state, height, decode(nb.block, Block).parent)
+        self.app.apply_decided(height + 1, nb.block)
+        self.replica = self._new_replica()
+        self.metrics.inc("checkpoints_installed_total")
+        log.info(
+            "started from checkpoint at height %d (verified by the certificate of block %d)",
+            height,
+            height + 1,
+        )
+
+    def _after_decision(self, height: int, block: bytes, certificate: Any) -> None:
+        """Checkpoint the state after each epoch's last block, once the next block commits to it."""
+        pending = self._pending_checkpoint
+        if pending is not None and pending[0] == height - 1:
+            cp = Checkpoint(pending[0], pending[1], DecisionPacket(block=block, certificate=certificate))
+            self.store.put_checkpoint(pending[0], encode(cp))
+            self._pending_checkpoint = None
+            self.metrics.inc("checkpoints_written_total")
+        if self.app.state.is_epoch_end(height):
+            self._pending_checkpoint = (height, encode(snapshot(self.app.state)))
 
     # --- the application side of consensus -----------------------------------------------------
 
@@ -172,6 +246,8 @@ class ValidatorNode:
 
                 self.api_port = await nursery.start(NodeApi(self).serve, self.cfg.api_host, self.cfg.api_port)
             task_status.started()
+            if self.store.tip()[0] == 0 and self.cfg.sync_from_checkpoint:
+                await self._bootstrap_from_checkpoint()
             await self._await_quorum_links()
             await self._execute(self.replica.start(trio.current_time()))
             nursery.start_soon(self._consensus_loop)
@@ -228,6 +304,7 @@ class ValidatorNode:
             elif isinstance(a, Decide):
                 await trio.to_thread.run_sync(self.store.put_decision, a.height, a.block, a.certificate)
                 admitted, body = self.app.apply_decided(a.height, a.block)
+                await trio.to_thread.run_sync(self._after_decision, a.height, a.block, a.certificate)
                 for sub in admitted:
                     self._nursery.start_soon(self._evaluate, sub)
                 if body.weights is not None:

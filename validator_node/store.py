@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE INDEX IF NOT EXISTS votes_height ON votes (height);
 CREATE TABLE IF NOT EXISTS evidence (hash BLOB PRIMARY KEY, height INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS weights_submitted (
     epoch INTEGER NOT NULL, mechid INTEGER NOT NULL, uids TEXT NOT NULL, weights TEXT NOT NULL,
     chain_block INTEGER, result TEXT NOT NULL, PRIMARY KEY (epoch, mechid));
@@ -96,8 +97,9 @@ class NodeStore:
         ]
 
     def check_integrity(self) -> int:
-        """Verify the decided chain is contiguous and each block matches its stored hash."""
-        expected = 1
+        """Verify the decided chain is contiguous (from the installed checkpoint, if the node
+        started from one) and each block matches its stored hash; return the tip height."""
+        expected = self.base_height() + 1
         for height, block_hash, block in self.db.execute(
             "SELECT height, block_hash, block FROM decided ORDER BY height"
         ):
@@ -154,3 +156,41 @@ class NodeStore:
             }
             for e, m, u, w, b, r in rows
         ]
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def put_checkpoint(self, height: int, data: bytes, keep: int = 3) -> None:
+        self.db.execute("INSERT OR REPLACE INTO checkpoints (height, data) VALUES (?, ?)", (height, data))
+        self.db.execute(
+            "DELETE FROM checkpoints WHERE height != ? AND height NOT IN"
+            " (SELECT height FROM checkpoints ORDER BY height DESC LIMIT ?)",
+            (self.base_height(), keep),
+        )
+
+    def latest_checkpoint(self) -> bytes | None:
+        row = self.db.execute("SELECT data FROM checkpoints ORDER BY height DESC LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def checkpoint_at(self, height: int) -> bytes | None:
+        row = self.db.execute("SELECT data FROM checkpoints WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def base_height(self) -> int:
+        """Height of the checkpoint this node started from (0: it replayed from genesis)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'base_height'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def install_checkpoint(self, height: int, data: bytes) -> None:
+        """Record that this (empty) store starts from the verified checkpoint at `height`."""
+        if self.tip()[0] != 0:
+            raise StoreCorrupt(f"{self.path}: cannot install a checkpoint into a store that has blocks")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("INSERT OR REPLACE INTO checkpoints (height, data) VALUES (?, ?)", (height, data))
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('base_height', ?)", (str(height),)
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise

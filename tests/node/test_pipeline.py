@@ -220,3 +220,40 @@ def test_median_needs_a_quorum_and_ignores_outliers(votes: dict[int, int]) -> No
     if len(votes) == 4 and len({v for i, v in votes.items() if i != 3}) == 1:
         honest = votes[0]
         assert stake_weighted_median({**scores, VALS[3].public_key: 10**9}, VSET) == honest
+
+
+def test_checkpoint_is_verified_by_the_next_blocks_certificate() -> None:
+    from consensus.certificates import build_certificate, vote_signing_bytes
+    from consensus.messages import PHASE_COMMIT, DecisionPacket
+    from validator_node.block import build_block
+    from validator_node.pipeline.snapshot import (
+        Checkpoint,
+        CheckpointInvalid,
+        snapshot,
+        state_root,
+        verify_checkpoint,
+    )
+    from wire.codec import encode
+
+    state = start()
+    snap = encode(snapshot(state))
+    block = build_block(2, b"p" * 32, VALS[0].public_key, 5, state_root(state))
+    bh = hashlib.sha256(block).digest()
+
+    def certified(signers: list[Hotkey]) -> DecisionPacket:
+        data = vote_signing_bytes(NETUID, PHASE_COMMIT, 2, 0, bh)
+        sigs = {k.public_key: k.sign(data) for k in signers}
+        return DecisionPacket(block=block, certificate=build_certificate(PHASE_COMMIT, 2, 0, bh, sigs))
+
+    good = Checkpoint(1, snap, certified(VALS[:3]))
+    assert verify_checkpoint(good, VSET, NETUID, B) == state
+    with pytest.raises(CheckpointInvalid, match="state root"):
+        verify_checkpoint(
+            replace(good, snapshot=encode(snapshot(replace(state, epoch_blocks=7)))), VSET, NETUID, B
+        )
+    with pytest.raises(CheckpointInvalid, match="not a quorum"):
+        verify_checkpoint(Checkpoint(1, snap, certified(VALS[:1])), VSET, NETUID, B)
+    with pytest.raises(CheckpointInvalid, match="another subnet"):
+        verify_checkpoint(good, VSET, NETUID, B + 1)
+    with pytest.raises(CheckpointInvalid, match="bad signature"):
+        verify_checkpoint(good, VSET, NETUID + 1, B)

@@ -35,6 +35,8 @@ log = logging.getLogger("validator_node.p2p")
 
 CONSENSUS_PROTOCOL = "/bt-platform/consensus/1.0.0"
 SUBMIT_PROTOCOL = "/bt-platform/submit/1.0.0"
+CHECKPOINT_PROTOCOL = "/bt-platform/checkpoint/1.0.0"
+MAX_CHECKPOINT_FRAME = 300 * 1024 * 1024
 MAX_SUBMIT_FRAME = 17 * 1024 * 1024
 MAX_FRAME = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
@@ -89,6 +91,7 @@ class ConsensusTransport:
         metrics: Metrics,
         inbound: trio.MemorySendChannel[tuple[bytes, bytes]],
         on_submit: Callable[[object], str | None] | None = None,
+        checkpoint: Callable[[], bytes | None] | None = None,
     ) -> None:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -114,6 +117,7 @@ class ConsensusTransport:
         self.metrics = metrics
         self.inbound = inbound
         self.on_submit = on_submit
+        self.checkpoint = checkpoint
         self.book = PeerBook()
         self._serial = 0
         self._nursery: trio.Nursery | None = None
@@ -143,6 +147,8 @@ class ConsensusTransport:
             self.host.set_stream_handler(TProtocol(CONSENSUS_PROTOCOL), self._on_inbound_stream)
             if self.on_submit is not None:
                 self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self._on_submit_stream)
+            if self.checkpoint is not None:
+                self.host.set_stream_handler(TProtocol(CHECKPOINT_PROTOCOL), self._on_checkpoint_stream)
             log.info("p2p listening on %s as %s", ", ".join(self.addrs()), self.peer_id)
             task_status.started()
             for addr in bootstrap:
@@ -246,6 +252,32 @@ class ConsensusTransport:
         else:
             with contextlib.suppress(Exception):
                 await stream.close()  # type: ignore[attr-defined]
+
+    async def _on_checkpoint_stream(self, stream: object) -> None:
+        """Serve our newest checkpoint (verifiable by the requester: see pipeline/snapshot.py)."""
+        try:
+            with trio.fail_after(60):
+                request = await FrameReader(stream, 64).read_frame()  # type: ignore[arg-type]
+                if request != b"latest":
+                    raise FrameError(f"unknown checkpoint request {request!r}")
+                data = self.checkpoint() if self.checkpoint else None
+                await write_frame(stream, data or b"")  # type: ignore[arg-type]
+                self.metrics.inc("checkpoints_served_total")
+                await stream.close()  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.debug("checkpoint stream ended: %s", exc)
+            await _reset(stream)
+
+    async def request_checkpoint(self, peer_id: str) -> bytes | None:
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+
+        with trio.fail_after(60):
+            stream = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(CHECKPOINT_PROTOCOL)])
+            await write_frame(stream, b"latest")
+            data = await FrameReader(stream, MAX_CHECKPOINT_FRAME).read_frame()
+            await stream.close()
+        return data or None
 
     async def _receive_attestation(self, reader: FrameReader, remote_peer_id: bytes) -> bytes:
         data = await reader.read_frame()

@@ -1,0 +1,147 @@
+"""Canonical snapshots of the application state, their root, and checkpoints.
+
+The root of the state after block h is written into block h+1's header, so a commit
+certificate on block h+1 certifies the whole state at h. A node that has never seen the chain
+can therefore start from a checkpoint served by any peer (or, later, the DHT) without trusting
+it: it checks the certificate against the validator set and the snapshot against the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from consensus.certificates import CertificateError, verify_certificate
+from consensus.messages import DecisionPacket
+from consensus.validators import ValidatorSet
+from registry.state import RegistryState
+from validator_node.pipeline.messages import EpochInfo, EpochWeights
+from validator_node.pipeline.state import Admitted, AppState
+from wire.codec import U16, U32, U64, Bytes32, Len, decode, encode, wire_message
+from wire.errors import WireError
+
+MAX_SNAPSHOT = 256 * 1024 * 1024
+
+
+@wire_message("app.admitted", version=1, max_size=512 * 1024)
+class AdmittedRow:
+    submission_id: Bytes32
+    challenge_id: Annotated[str, Len(1, 64)]
+    miner: Bytes32
+    uid: U16
+    height: U64
+    payload: bytes
+    seed: Bytes32
+
+
+@wire_message("app.attestationrow", version=1, max_size=256)
+class AttestationRow:
+    submission_id: Bytes32
+    validator: Bytes32
+    score: int
+
+
+@wire_message("app.minercount", version=1, max_size=256)
+class MinerCountRow:
+    miner: Bytes32
+    challenge_id: Annotated[str, Len(1, 64)]
+    count: U32
+
+
+@wire_message("app.snapshot", version=1, max_size=MAX_SNAPSHOT)
+class AppSnapshot:
+    netuid: U16
+    epoch_blocks: U32
+    registry: RegistryState
+    modules: tuple[bytes, ...]  # sorted by sha256
+    epoch_info: EpochInfo | None
+    submissions: tuple[AdmittedRow, ...]
+    attestations: tuple[AttestationRow, ...]
+    miner_counts: tuple[MinerCountRow, ...]
+    weights: tuple[EpochWeights, ...]
+
+
+def snapshot(state: AppState) -> AppSnapshot:
+    return AppSnapshot(
+        netuid=state.netuid,
+        epoch_blocks=state.epoch_blocks,
+        registry=state.registry,
+        modules=tuple(state.modules[h] for h in sorted(state.modules)),
+        epoch_info=state.epoch_info,
+        submissions=tuple(
+            AdmittedRow(a.submission_id, a.challenge_id, a.miner, a.uid, a.height, a.payload, a.seed)
+            for _, a in sorted(state.submissions.items())
+        ),
+        attestations=tuple(
+            AttestationRow(sid, v, score)
+            for sid in sorted(state.attestations)
+            for v, score in sorted(state.attestations[sid].items())
+        ),
+        miner_counts=tuple(MinerCountRow(m, c, n) for (m, c), n in sorted(state.miner_counts.items())),
+        weights=tuple(state.weights[e] for e in sorted(state.weights)),
+    )
+
+
+def restore(snap: AppSnapshot) -> AppState:
+    attestations: dict[bytes, dict[bytes, int]] = {}
+    for row in snap.attestations:
+        attestations.setdefault(row.submission_id, {})[row.validator] = row.score
+    return AppState(
+        netuid=snap.netuid,
+        epoch_blocks=snap.epoch_blocks,
+        registry=snap.registry,
+        modules={hashlib.sha256(m).digest(): m for m in snap.modules},
+        epoch_info=snap.epoch_info,
+        submissions={
+            r.submission_id: Admitted(
+                r.submission_id, r.challenge_id, r.miner, r.uid, r.height, r.payload, r.seed
+            )
+            for r in snap.submissions
+        },
+        attestations=attestations,
+        miner_counts={(r.miner, r.challenge_id): r.count for r in snap.miner_counts},
+        weights={w.epoch: w for w in snap.weights},
+    )
+
+
+def state_root(state: AppState) -> bytes:
+    return hashlib.sha256(encode(snapshot(state))).digest()
+
+
+@wire_message("app.checkpoint", version=1, max_size=MAX_SNAPSHOT + 2 * 1024 * 1024)
+class Checkpoint:
+    """The state after block `height` and the decided block `height + 1` whose header commits to
+    it (`state_root`) and whose certificate makes that commitment verifiable."""
+
+    height: U64
+    snapshot: bytes  # canonical encoding of an AppSnapshot
+    next_block: DecisionPacket
+
+
+class CheckpointInvalid(ValueError):
+    """A served checkpoint does not prove what it claims (one line, for the log)."""
+
+
+def verify_checkpoint(cp: Checkpoint, vset: ValidatorSet, netuid: int, epoch_blocks: int) -> AppState:
+    """The state a checkpoint proves, or CheckpointInvalid. Trusts only the validator set."""
+    from validator_node.block import Block
+
+    nb = cp.next_block
+    try:
+        verify_certificate(
+            nb.certificate, vset, netuid, height=cp.height + 1, block_hash=hashlib.sha256(nb.block).digest()
+        )
+    except CertificateError as exc:
+        raise CheckpointInvalid(f"certificate of block {cp.height + 1}: {exc}") from None
+    try:
+        block = decode(nb.block, Block)
+        snap = decode(cp.snapshot, AppSnapshot)
+    except WireError as exc:
+        raise CheckpointInvalid(f"undecodable: {exc}") from None
+    if block.height != cp.height + 1:
+        raise CheckpointInvalid(f"block {block.height} does not follow checkpoint height {cp.height}")
+    if hashlib.sha256(cp.snapshot).digest() != block.state_root:
+        raise CheckpointInvalid("snapshot does not match the state root the certified block commits to")
+    if snap.netuid != netuid or snap.epoch_blocks != epoch_blocks:
+        raise CheckpointInvalid("snapshot is for another subnet or epoch length")
+    return restore(snap)
