@@ -31,7 +31,7 @@ from consensus.actions import (
 from consensus.messages import DecisionPacket
 from consensus.replica import Replica, ReplicaConfig
 from consensus.validators import ValidatorSet
-from validator_node.app import Application
+from validator_node.app import Application, epoch_info_from_chain
 from validator_node.block import Block
 from validator_node.chain.base import Chain
 from validator_node.evaluation import Evaluator
@@ -92,6 +92,8 @@ class ValidatorNode:
             raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
         self._chain_block = chain.current_block()
         self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, self.vset)
+        # peers admitted to consensus links: permit holders of the latest metagraph read
+        self._permitted = frozenset(v.hotkey for v in self.vset.validators)
         self._load_state()
         self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.replica = self._new_replica()
@@ -105,7 +107,7 @@ class ValidatorNode:
             peer_seed=load_or_create_peer_seed(self.data_dir),
             listen_host=cfg.listen_host,
             listen_port=cfg.listen_port,
-            permitted=lambda: frozenset(v.hotkey for v in self.vset.validators),
+            permitted=lambda: self._permitted,
             current_block=lambda: self._chain_block,
             metrics=self.metrics,
             inbound=self._inbound_send,
@@ -419,10 +421,20 @@ class ValidatorNode:
                 dict(zip(row.uids, row.weights, strict=True)),
             )
 
-    async def _chain_poller(self) -> None:
+    async def _chain_poller(self, metagraph_every: float = 12.0) -> None:
+        last_refresh = trio.current_time()
         while True:
             try:
                 self._chain_block = await trio.to_thread.run_sync(self.chain.current_block)
+                if trio.current_time() - last_refresh >= metagraph_every:
+                    last_refresh = trio.current_time()
+                    mg = await trio.to_thread.run_sync(self.chain.metagraph)
+                    self._permitted = frozenset(public_key_of(n.hotkey) for n in mg.validators(min_stake=1))
+                    self.transport.readmit(self._permitted)
+                    # the snapshot this node would propose (and accept) for the next epoch; nodes
+                    # converge on it within one refresh, and until then an epoch-opening block
+                    # is refused by some and retried after a view change
+                    self.app.chain_view = await trio.to_thread.run_sync(epoch_info_from_chain, self.chain)
             except Exception as exc:  # the chain is remote in production: keep the last value
                 self.metrics.inc("chain_errors_total")
                 log.warning("chain: %s", exc)

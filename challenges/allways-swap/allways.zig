@@ -247,7 +247,7 @@ fn parse(buf: []const u8) Err!Bundle {
         const sorted = try mk([]const u8, hotkeys.len);
         @memcpy(sorted, hotkeys);
         std.mem.sort([]const u8, sorted, {}, bytesLess);
-        for (1..sorted.len) |i| if (std.mem.eql(u8, sorted[i - 1], sorted[i])) return error.Invalid;
+        for (1..@max(sorted.len, 1)) |i| if (std.mem.eql(u8, sorted[i - 1], sorted[i])) return error.Invalid;
     }
     if (@max(coll_raw.len, @max(rates_raw.len, events_raw.len)) > MAX_EVENTS) return error.Invalid;
     const window = params[0];
@@ -282,7 +282,7 @@ fn parse(buf: []const u8) Err!Bundle {
         const sorted = try mk(RateEv, rates.len);
         @memcpy(sorted, rates);
         std.mem.sort(RateEv, sorted, {}, rateKeyLess);
-        for (1..sorted.len) |i| {
+        for (1..@max(sorted.len, 1)) |i| {
             if (sorted[i - 1].block == sorted[i].block and std.mem.eql(u8, sorted[i - 1].hk, sorted[i].hk))
                 return error.Invalid;
         }
@@ -302,7 +302,7 @@ fn parse(buf: []const u8) Err!Bundle {
         const sorted = try mk(Event, events.len);
         @memcpy(sorted, events);
         std.mem.sort(Event, sorted, {}, eventKeyLess);
-        for (1..sorted.len) |i| {
+        for (1..@max(sorted.len, 1)) |i| {
             if (sorted[i - 1].block == sorted[i].block and sorted[i - 1].idx == sorted[i].idx) return error.Invalid;
         }
     }

@@ -528,7 +528,7 @@ def scenarios() -> dict[str, tuple[bytes, int]]:
             hk,
             rates=[(100, "m1", r(340), off), (WS + 300, "m0", r(360), off)],
             events=_good("m1")
-            + history("m0", 10)
+            + history("m0", 10, start=2_000)
             + [(WS + 300, 1, INITIATED, "m0", 0), (WS + 300, 0, ACTIVATED, "m0", 0)],
         ),
         1,

@@ -139,3 +139,42 @@ def test_hostile_peers_and_items_are_refused_and_counted(tmp_path: Path) -> None
         devnet.stop_all(procs)
         for f in files:
             f.close()
+
+
+def test_validator_losing_its_permit_is_dropped_from_links(tmp_path: Path) -> None:
+    from validator_node.chain.local import LocalChain
+
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 4, miners=1)
+    (root / "logs").mkdir()
+    files, procs = [], []
+    for v in vals:
+        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
+        files.append(out)
+        procs.append(
+            subprocess.Popen(devnet.node_command(root, v, vals, None), stdout=out, stderr=out, env=ENV)
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (devnet.read_status(root, vals[0]) or {}).get("peers") != 3:
+            time.sleep(0.3)
+        chain = LocalChain(root / "chain.sqlite")
+        try:
+            chain.set_neuron(chain.metagraph().uid_of(vals[3].ss58), validator_permit=False)
+        finally:
+            chain.close()
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and devnet.read_status(root, vals[0])["peers"] != 2:
+            time.sleep(0.5)
+        assert devnet.read_status(root, vals[0])["peers"] == 2
+        time.sleep(1.0)
+        assert metric(root, vals[0], 'p2p_peers_refused_total{reason="permit_revoked"}') >= 1
+        h = devnet.read_status(root, vals[0])["height"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and devnet.read_status(root, vals[0])["height"] < h + 3:
+            time.sleep(0.3)
+        assert devnet.read_status(root, vals[0])["height"] >= h + 3  # 9000 of 10000 TAO still decide
+    finally:
+        devnet.stop_all(procs)
+        for f in files:
+            f.close()

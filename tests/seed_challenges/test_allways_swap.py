@@ -105,7 +105,7 @@ def test_tie_splits_evenly(
     doc = run(sandbox, allways, allways_ref, sc["tie-splits"])
     for hk in ("m0", "m1", "m2"):
         assert row(doc, hk)[2:4] == [200 * L, 200 * L]
-        assert row(doc, hk)[10] == ONE // 3
+        assert row(doc, hk)[10] == 2 * (ONE // 3 // 2)  # floored per direction pool (1e-18 resolution)
 
 
 def test_pre_window_state_is_reconstructed(
@@ -244,7 +244,7 @@ def test_volume_factor(
     name: str,
     vf0: int,
 ) -> None:
-    """Crown share 0.5 with volume share 0.25 -> 0.5 + 0.5 * 0.5 = 0.75; the over-serving miner is capped at 1."""
+    """Crown share 0.5, volume share 0.25 -> 0.5 + 0.5 * 0.5 = 0.75; an over-serving miner is capped at 1."""
     doc = run(sandbox, allways, allways_ref, sc[name])
     assert row(doc, "m0")[2] == row(doc, "m1")[2] == 300 * L
     assert row(doc, "m0")[8:10] == [10**8, vf0]
@@ -273,7 +273,9 @@ def test_idle_crown_loses_alpha(sandbox: Sandbox, allways: LoadedModule, allways
 def test_evaluate_returns_one_uid(
     sandbox: Sandbox, allways: LoadedModule, allways_ref: ModuleType, sc: dict[str, bytes]
 ) -> None:
-    r = sandbox.evaluate(allways, sc["partial-success-cube"], dumps(0))
+    r = sandbox.evaluate(allways, sc["recycle-uid-53"], dumps(1))
     assert r.ok and r.score == 729 * 10**6 // 2
+    r = sandbox.evaluate(allways, sc["recycle-uid-53"], dumps(53))
+    assert r.ok and r.score == 10**9 - 729 * 10**6 // 2
     r = sandbox.evaluate(allways, sc["partial-success-cube"], dumps(9))
     assert r.error_kind == errors.MODULE_ERROR and r.error_message == "evaluate returned error code -3"

@@ -65,6 +65,7 @@ class Link:
     peer_id: str
     send: trio.MemorySendChannel[bytes]
     serial: int
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass
@@ -303,21 +304,37 @@ class ConsensusTransport:
         self.metrics.set("p2p_peers", len(self.book.links))
         log.info("linked with validator %s (peer %s)", hotkey.hex()[:12], peer_id[-12:])
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, stream, recv)
-                while True:
-                    data = await reader.read_frame()
-                    if data is None:
-                        break
-                    self.metrics.inc("p2p_received_total")
-                    await self.inbound.send((hotkey, data))
-                nursery.cancel_scope.cancel()
+            with link.cancel:
+                await self._pump(stream, reader, recv, hotkey)
         finally:
             if self.book.links.get(hotkey) is link:
                 del self.book.links[hotkey]
             self.metrics.set("p2p_peers", len(self.book.links))
             send.close()
             log.info("link with validator %s closed", hotkey.hex()[:12])
+        if link.cancel.cancelled_caught:
+            await _reset(stream)
+
+    async def _pump(
+        self, stream: object, reader: FrameReader, recv: trio.MemoryReceiveChannel[bytes], hotkey: bytes
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, stream, recv)
+            while True:
+                data = await reader.read_frame()
+                if data is None:
+                    break
+                self.metrics.inc("p2p_received_total")
+                await self.inbound.send((hotkey, data))
+            nursery.cancel_scope.cancel()
+
+    def readmit(self, permitted: frozenset[bytes]) -> None:
+        """After a metagraph refresh: close links to validators that lost their permit."""
+        for hotkey, link in list(self.book.links.items()):
+            if hotkey not in permitted:
+                log.warning("validator %s lost its permit; closing its link", hotkey.hex()[:12])
+                self.metrics.inc("p2p_peers_refused_total", reason="permit_revoked")
+                link.cancel.cancel()
 
     async def _writer(self, stream: object, recv: trio.MemoryReceiveChannel[bytes]) -> None:
         async for data in recv:
