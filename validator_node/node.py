@@ -353,13 +353,21 @@ class ValidatorNode:
         if wasm is None:
             log.error("module for %s is missing; cannot evaluate", sub.challenge_id)
             return
-        result = await self.evaluator.evaluate(manifest, wasm, sub)
-        score = result.score if result.ok and result.score is not None else -1
+        try:
+            result = await self.evaluator.evaluate(manifest, wasm, sub)
+            ok, kind = result.ok and result.score is not None, result.error_kind
+            score = result.score if ok else -1
+        except Exception as exc:  # the sandbox contains guest faults; this is a host-side failure
+            self.metrics.inc("evaluations_total", challenge=sub.challenge_id, result="host_error")
+            log.error(
+                "could not evaluate %s submission %s: %s", sub.challenge_id, sub.submission_id.hex()[:12], exc
+            )
+            ok, kind, score = False, "host_error", -1
         att = Attestation(
             epoch=self.app.state.epoch_of(sub.height),
             submission_id=sub.submission_id,
             score=score,
-            error_kind=None if result.ok else (result.error_kind or "error")[:32],
+            error_kind=None if ok else (kind or "error")[:32],
         )
         env = seal(att, self.hotkey, self.cfg.netuid)
         self.app.offer(env)
@@ -369,7 +377,7 @@ class ValidatorNode:
             sub.challenge_id,
             sub.submission_id.hex()[:12],
             sub.uid,
-            score if result.ok else f"error {result.error_kind}",
+            score if ok else f"error {kind}",
         )
 
     async def _submit_weights(self, weights: EpochWeights) -> None:
