@@ -373,7 +373,11 @@ def run(
                 published = publish_registry(root, vals[0])
                 say(f"owner published {len(published)} registry actions: {sorted(set(published))}")
             s0 = statuses[0]
-            if s0 is not None and len(s0.get("challenges", [])) == len(EXAMPLE_CHALLENGES):
+            # miners hand submissions to every validator, so all must have applied the activation
+            ready = all(
+                s is not None and len(s.get("challenges", [])) == len(EXAMPLE_CHALLENGES) for s in statuses
+            )
+            if s0 is not None and ready:
                 epoch = int(s0["next_epoch"])
                 if epoch < epochs and (s0["height"] % epoch_blocks) < epoch_blocks - 3:
                     before = sim.sent

@@ -160,30 +160,24 @@ fn text(v: Val) Err![]const u8 {
     return v.s;
 }
 
-const Rate = struct { m: u64 = 0, e: i64 = 0 };
+/// A quote m * 10^e held exactly as m * 10^(e + 15): with m < 10^5 and |e| <= 15 that is below 10^35,
+/// inside u128, so comparing two quotes is comparing two integers (m = 0, opted out, is v = 0).
+const Rate = struct { v: u128 = 0 };
 
 fn rate(v: Val) Err!Rate {
     const it = try arr(v, 2);
     const m = try uint(it[0], 100_000);
     const e = try int(it[1]);
     if (e < -MAX_EXP or e > MAX_EXP) return error.Invalid;
-    return .{ .m = m, .e = @intCast(e) };
+    var x: u128 = m;
+    var k: i128 = 0;
+    while (k < e + MAX_EXP) : (k += 1) x *= 10;
+    return .{ .v = x };
 }
 
-fn pow10(k: i64) u128 {
-    var r: u128 = 1;
-    var i: i64 = 0;
-    while (i < k) : (i += 1) r *= 10;
-    return r;
-}
-
-/// -1, 0, 1: compare m*10^e exactly at the smaller exponent (|e| <= 15 keeps it inside u128).
 fn rateCmp(a: Rate, b: Rate) i32 {
-    const lo = @min(a.e, b.e);
-    const x = @as(u128, a.m) * pow10(a.e - lo);
-    const y = @as(u128, b.m) * pow10(b.e - lo);
-    if (x > y) return 1;
-    if (x < y) return -1;
+    if (a.v > b.v) return 1;
+    if (a.v < b.v) return -1;
     return 0;
 }
 
@@ -211,14 +205,32 @@ fn bytesLess(_: void, a: []const u8, b: []const u8) bool {
     return std.mem.lessThan(u8, a, b);
 }
 
-fn rateKeyLess(_: void, a: RateEv, b: RateEv) bool {
-    if (a.block != b.block) return a.block < b.block;
-    return std.mem.lessThan(u8, a.hk, b.hk);
+// Sorting works on u32 index arrays: moving the records themselves costs a byte-wise copy per swap in
+// wasm32 without bulk memory, which made sorting dominate the fuel bill. Ties break on the index.
+
+fn indices(n: usize) Err![]u32 {
+    const out = try mk(u32, n);
+    for (out, 0..) |*x, i| x.* = @intCast(i);
+    return out;
 }
 
-fn eventKeyLess(_: void, a: Event, b: Event) bool {
+fn rateKeyLess(rs: []const RateEv, i: u32, j: u32) bool {
+    const a = &rs[i];
+    const b = &rs[j];
     if (a.block != b.block) return a.block < b.block;
-    return a.idx < b.idx;
+    return switch (std.mem.order(u8, a.hk, b.hk)) {
+        .lt => true,
+        .gt => false,
+        .eq => i < j,
+    };
+}
+
+fn eventKeyLess(es: []const Event, i: u32, j: u32) bool {
+    const a = &es[i];
+    const b = &es[j];
+    if (a.block != b.block) return a.block < b.block;
+    if (a.idx != b.idx) return a.idx < b.idx;
+    return i < j;
 }
 
 fn mk(comptime T: type, n: usize) Err![]T {
@@ -246,7 +258,7 @@ fn parse(buf: []const u8) Err!Bundle {
     {
         const sorted = try mk([]const u8, hotkeys.len);
         @memcpy(sorted, hotkeys);
-        std.mem.sort([]const u8, sorted, {}, bytesLess);
+        std.sort.pdq([]const u8, sorted, {}, bytesLess);
         for (1..@max(sorted.len, 1)) |i| if (std.mem.eql(u8, sorted[i - 1], sorted[i])) return error.Invalid;
     }
     if (@max(coll_raw.len, @max(rates_raw.len, events_raw.len)) > MAX_EVENTS) return error.Invalid;
@@ -279,12 +291,12 @@ fn parse(buf: []const u8) Err!Bundle {
         rates[i] = .{ .block = b, .hk = hk, .fwd = fwd, .rev = rev };
     }
     {
-        const sorted = try mk(RateEv, rates.len);
-        @memcpy(sorted, rates);
-        std.mem.sort(RateEv, sorted, {}, rateKeyLess);
-        for (1..@max(sorted.len, 1)) |i| {
-            if (sorted[i - 1].block == sorted[i].block and std.mem.eql(u8, sorted[i - 1].hk, sorted[i].hk))
-                return error.Invalid;
+        const order = try indices(rates.len);
+        std.sort.pdq(u32, order, rates, rateKeyLess);
+        for (1..@max(order.len, 1)) |i| {
+            const a = &rates[order[i - 1]];
+            const c = &rates[order[i]];
+            if (a.block == c.block and std.mem.eql(u8, a.hk, c.hk)) return error.Invalid;
         }
     }
     const events = try mk(Event, events_raw.len);
@@ -299,11 +311,12 @@ fn parse(buf: []const u8) Err!Bundle {
         events[i] = .{ .block = b, .idx = idx, .kind = @intCast(kind), .hk = hk, .amount = amount };
     }
     {
-        const sorted = try mk(Event, events.len);
-        @memcpy(sorted, events);
-        std.mem.sort(Event, sorted, {}, eventKeyLess);
-        for (1..@max(sorted.len, 1)) |i| {
-            if (sorted[i - 1].block == sorted[i].block and sorted[i - 1].idx == sorted[i].idx) return error.Invalid;
+        const order = try indices(events.len);
+        std.sort.pdq(u32, order, events, eventKeyLess);
+        for (1..@max(order.len, 1)) |i| {
+            const a = &events[order[i - 1]];
+            const c = &events[order[i]];
+            if (a.block == c.block and a.idx == c.idx) return error.Invalid;
         }
     }
     return .{
@@ -363,7 +376,7 @@ fn intern(b: *Bundle) Err!Table {
         all[n] = e.hk;
         n += 1;
     }
-    std.mem.sort([]const u8, all, {}, bytesLess);
+    std.sort.pdq([]const u8, all, {}, bytesLess);
     var u: usize = 0;
     for (all) |h| {
         if (u == 0 or !std.mem.eql(u8, all[u - 1], h)) {
@@ -383,11 +396,14 @@ fn intern(b: *Bundle) Err!Table {
 
 const Step = struct { block: u64, cls: u8, idx: u64, id: u32, kind: u8, fwd: Rate, rev: Rate };
 
-fn stepLess(_: void, a: Step, b: Step) bool {
+fn stepLess(st: []const Step, i: u32, j: u32) bool {
+    const a = &st[i];
+    const b = &st[j];
     if (a.block != b.block) return a.block < b.block;
     if (a.cls != b.cls) return a.cls < b.cls;
     if (a.idx != b.idx) return a.idx < b.idx;
-    return a.id < b.id;
+    if (a.id != b.id) return a.id < b.id;
+    return i < j;
 }
 
 const RATE_KIND: u8 = 5;
@@ -416,7 +432,7 @@ const Replay = struct {
             for (0..self.nk) |i| {
                 if (!self.qualified(i)) continue;
                 const r = self.rates[i][d];
-                if (r.m == 0) continue;
+                if (r.v == 0) continue;
                 if (best) |br| {
                     var c = rateCmp(r, br);
                     if (d == 1) c = -c;
@@ -436,7 +452,7 @@ const Replay = struct {
                 for (0..self.nk) |i| {
                     if (!self.qualified(i)) continue;
                     const r = self.rates[i][d];
-                    if (r.m == 0 or rateCmp(r, br) != 0) continue;
+                    if (r.v != br.v) continue;
                     self.crown[i][d] += share;
                     self.pools[d][0] += share;
                 }
@@ -579,9 +595,11 @@ fn score(b: *Bundle, weights: []u64) Err![]const u8 {
     for (b.rates, 0..) |r, i| {
         steps[b.events.len + i] = .{ .block = r.block, .cls = 2, .idx = 0, .id = r.id, .kind = RATE_KIND, .fwd = r.fwd, .rev = r.rev };
     }
-    std.mem.sort(Step, steps, {}, stepLess);
+    const order = try indices(steps.len);
+    std.sort.pdq(u32, order, steps, stepLess);
     var prev: u64 = 0;
-    for (steps) |s| {
+    for (order) |k| {
+        const s = &steps[k];
         rp.credit(prev, s.block);
         prev = @max(prev, s.block);
         const i = s.id;
