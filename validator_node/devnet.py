@@ -377,6 +377,7 @@ def run(
             ready = all(
                 s is not None and len(s.get("challenges", [])) == len(EXAMPLE_CHALLENGES) for s in statuses
             )
+            ready = ready and len({s["next_epoch"] for s in statuses if s is not None}) == 1
             if s0 is not None and ready:
                 epoch = int(s0["next_epoch"])
                 if epoch < epochs and (s0["height"] % epoch_blocks) < epoch_blocks - 3:
