@@ -47,10 +47,16 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
     try:
         wait(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
         assert set(devnet.publish_registry(root, vals[0])) == {"ok"}
-        wait(lambda: len((devnet.read_status(root, vals[0]) or {}).get("challenges", [])) == 3, 30)
+        wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
         miners = devnet.Miners(root, 4, vals)
         # submit right after an epoch opens, so the whole epoch is left to evaluate and attest
-        wait(lambda: devnet.read_status(root, vals[0])["height"] % EPOCH_BLOCKS == 1, 30)
+        wait(
+            lambda: (
+                {devnet.read_status(root, v)["height"] % EPOCH_BLOCKS for v in vals} <= {1, 2, 3}
+                and len({devnet.read_status(root, v)["next_epoch"] for v in vals}) == 1
+            ),
+            30,
+        )
         epoch = devnet.read_status(root, vals[0])["next_epoch"]
         miners.submit(epoch)
         assert miners.sent == 12, miners.refused
