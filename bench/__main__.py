@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-MODULES = ("bench.bench_consensus", "bench.bench_runtime", "bench.bench_dht")
+MODULES = ("bench.bench_consensus", "bench.bench_runtime", "bench.bench_dht", "bench.bench_devnet")
 
 
 def main() -> None:

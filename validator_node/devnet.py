@@ -184,7 +184,12 @@ def create(
 
 
 def node_command(
-    root: Path, v: DevnetValidator, peers: list[DevnetValidator], stop_at: int | None, epoch_blocks: int = 12
+    root: Path,
+    v: DevnetValidator,
+    peers: list[DevnetValidator],
+    stop_at: int | None,
+    epoch_blocks: int = 12,
+    block_interval: float = 0.5,
 ) -> list[str]:
     cmd = [
         sys.executable,
@@ -210,7 +215,7 @@ def node_command(
         "--p2p.bootstrap",
         ",".join(p.multiaddr() for p in peers if p.index != v.index),
         "--block-interval",
-        "0.5",
+        str(block_interval),
         "--consensus.timeout",
         "3",
         "--epoch-blocks",

@@ -1,0 +1,160 @@
+"""Devnet figures: 4 validator processes on loopback, real libp2p, 1 s block interval.
+
+Measures, per offered load (10 and 50 submissions/s spread over all validators):
+submission -> decided-and-scored latency (the submission's stake-weighted median is decided,
+seen through validator 0's HTTP API), submissions lost (accepted but never scored in their epoch),
+decided blocks per second, and each node's RSS at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import trio
+
+from validator_node import devnet
+from validator_node.pipeline.messages import Submission
+from validator_node.pipeline.state import submission_id
+from wire.codec import encode
+from wire.envelope import seal
+
+EPOCH_BLOCKS = 60
+MINERS = 64
+LOADS = ((10, 20.0), (50, 10.0))  # (submissions per second, seconds)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def api(v: devnet.DevnetValidator, path: str) -> object:
+    with urllib.request.urlopen(f"http://127.0.0.1:{v.api_port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def offer(
+    vals: list[devnet.DevnetValidator], items: list[bytes], rate: float
+) -> tuple[list[float], int]:
+    """Send items at `rate` per second over one persistent submit stream per validator."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from validator_node.p2p.framing import FrameReader, write_frame
+    from validator_node.p2p.host import SUBMIT_PROTOCOL
+
+    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    sent_at: list[float] = []
+    refused = 0
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        streams = []
+        for v in vals:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(v.multiaddr()))
+            await host.connect(info)
+            stream = await host.new_stream(info.peer_id, [TProtocol(SUBMIT_PROTOCOL)])
+            streams.append((stream, FrameReader(stream, 4096)))
+
+        async def reader(r: FrameReader, n: int) -> None:
+            nonlocal refused
+            for _ in range(n):
+                reply = await r.read_frame()
+                if reply != b"ok":
+                    refused += 1
+
+        async with trio.open_nursery() as nursery:
+            counts = [len(items[i :: len(streams)]) for i in range(len(streams))]
+            for (_, r), n in zip(streams, counts, strict=True):
+                nursery.start_soon(reader, r, n)
+            start = trio.current_time()
+            for k, data in enumerate(items):
+                await trio.sleep_until(start + k / rate)
+                sent_at.append(time.monotonic())
+                await write_frame(streams[k % len(streams)][0], data)
+        for v in vals:
+            await host.disconnect(info_from_p2p_addr(multiaddr.Multiaddr(v.multiaddr())).peer_id)
+    return sent_at, refused
+
+
+def main() -> None:
+    from wire.keys import Hotkey
+
+    root = Path(tempfile.mkdtemp(prefix="bench-devnet-")) / "dn"
+    vals, _ = devnet.create(root, 4, miners=MINERS)
+    (root / "logs").mkdir()
+    env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+    files, procs = [], []
+    for v in vals:
+        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
+        files.append(out)
+        cmd = devnet.node_command(root, v, vals, None, EPOCH_BLOCKS, block_interval=1.0)
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=out, env=env))
+    try:
+        _wait(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
+        devnet.publish_registry(root, vals[0])
+        _wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
+        miners = [Hotkey.from_wallet(f"miner{i}", "default", root / "wallets") for i in range(MINERS)]
+        challenges = devnet.example_challenges()
+        h0, t0 = devnet.read_status(root, vals[0])["height"], time.monotonic()
+        nonce = 0
+        for rate, seconds in LOADS:
+            # start each load right after an epoch opens: submissions are scored within their epoch
+            _wait(lambda: {devnet.read_status(root, v)["height"] % EPOCH_BLOCKS for v in vals} <= {1, 2}, 150)
+            epoch = devnet.read_status(root, vals[0])["next_epoch"]
+            items, ids = [], []
+            for k in range(int(rate * seconds)):
+                m, c = miners[k % MINERS], challenges[(k // MINERS) % len(challenges)]
+                nonce += 1
+                env_ = seal(Submission(c.challenge_id, epoch, nonce, c.payloads[k % len(c.payloads)]), m, 7)
+                items.append(encode(env_))
+                ids.append(submission_id(env_).hex())
+            sent_at, refused = trio.run(offer, vals, items, float(rate))
+            scored: dict[str, float] = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(scored) < len(ids) - refused:
+                for s in api(vals[0], "/api/submissions"):  # type: ignore[union-attr]
+                    if s["aggregate"] is not None and s["id"] not in scored:
+                        scored[s["id"]] = time.monotonic()
+                time.sleep(0.25)
+            lat = sorted(scored[i] - t for i, t in zip(ids, sent_at, strict=True) if i in scored)
+            p50 = statistics.median(lat) if lat else float("nan")
+            p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
+            lost = len(ids) - refused - len(lat)
+            print(
+                f"{rate:>3}/s for {seconds:.0f}s: {len(ids)} offered, {refused} refused, "
+                f"{len(lat)} decided-and-scored, {lost} lost; latency p50 {p50:.2f}s p99 {p99:.2f}s"
+            )
+        h1, t1 = devnet.read_status(root, vals[0])["height"], time.monotonic()
+        print(f"decided blocks/s with a 1 s block interval: {(h1 - h0) / (t1 - t0):.2f}")
+        print("RSS per node (MB): " + ", ".join(f"{rss_mb(p.pid):.0f}" for p in procs))
+    finally:
+        devnet.stop_all(procs)
+        for f in files:
+            f.close()
+
+
+def _wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("devnet did not get ready")
+
+
+if __name__ == "__main__":
+    main()
