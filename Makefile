@@ -27,7 +27,7 @@ test: lint
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m validator_node.cli devnet --validators 4 --heights 20
+	$(PY) -m validator_node.cli devnet --validators 4 --epochs 3
 
 bench: $(STAMP)
 	$(PY) -m bench
