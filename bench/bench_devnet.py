@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -92,25 +91,20 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-devnet-")) / "dn"
     vals, _ = devnet.create(root, 4, miners=MINERS)
-    (root / "logs").mkdir()
-    env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-    files, procs = [], []
-    for v in vals:
-        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
-        files.append(out)
-        cmd = devnet.node_command(root, v, vals, None, EPOCH_BLOCKS, block_interval=1.0)
-        procs.append(subprocess.Popen(cmd, stdout=out, stderr=out, env=env))
-    try:
-        _wait(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
+    cluster = devnet.Processes(root, vals, epoch_blocks=EPOCH_BLOCKS, block_interval=1.0)
+    with cluster.start_all():
+        devnet.wait_until(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
         devnet.publish_registry(root, vals[0])
-        _wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
+        devnet.wait_until(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
         miners = [Hotkey.from_wallet(f"miner{i}", "default", root / "wallets") for i in range(MINERS)]
         challenges = devnet.example_challenges()
         h0, t0 = devnet.read_status(root, vals[0])["height"], time.monotonic()
         nonce = 0
         for rate, seconds in LOADS:
             # start each load right after an epoch opens: submissions are scored within their epoch
-            _wait(lambda: {devnet.read_status(root, v)["height"] % EPOCH_BLOCKS for v in vals} <= {1, 2}, 150)
+            devnet.wait_until(
+                lambda: {devnet.read_status(root, v)["height"] % EPOCH_BLOCKS for v in vals} <= {1, 2}, 150
+            )
             epoch = devnet.read_status(root, vals[0])["next_epoch"]
             items, ids = [], []
             for k in range(int(rate * seconds)):
@@ -137,23 +131,7 @@ def main() -> None:
             )
         h1, t1 = devnet.read_status(root, vals[0])["height"], time.monotonic()
         print(f"decided blocks/s with a 1 s block interval: {(h1 - h0) / (t1 - t0):.2f}")
-        print("RSS per node (MB): " + ", ".join(f"{rss_mb(p.pid):.0f}" for p in procs))
-    finally:
-        devnet.stop_all(procs)
-        for f in files:
-            f.close()
-
-
-def _wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError("devnet did not get ready")
+        print("RSS per node (MB): " + ", ".join(f"{rss_mb(p.pid):.0f}" for p in cluster.procs.values()))
 
 
 if __name__ == "__main__":

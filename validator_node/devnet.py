@@ -228,6 +228,73 @@ def node_command(
     return cmd
 
 
+class Processes:
+    """The validator processes of a devnet folder, each logging to logs/validator<i>.log.
+
+    A context manager: leaving it stops every process it started (SIGINT, then SIGKILL after a
+    grace period) and closes the log files, whatever happened inside.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        vals: list[DevnetValidator],
+        *,
+        epoch_blocks: int = 12,
+        block_interval: float = 0.5,
+        stop_at: int | None = None,
+    ) -> None:
+        self.root, self.vals = root, vals
+        self.epoch_blocks, self.block_interval, self.stop_at = epoch_blocks, block_interval, stop_at
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._files: list[Any] = []
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+
+    def start(self, v: DevnetValidator) -> subprocess.Popen[bytes]:
+        log = open(self.root / "logs" / f"validator{v.index}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._files.append(log)
+        cmd = node_command(self.root, v, self.vals, self.stop_at, self.epoch_blocks, self.block_interval)
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+        self.procs[v.index] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self.procs[v.index]
+
+    def start_all(self, vals: list[DevnetValidator] | None = None) -> Processes:
+        for v in vals if vals is not None else self.vals:
+            self.start(v)
+        return self
+
+    def kill(self, v: DevnetValidator) -> None:
+        """kill -9: no chance to flush or say goodbye."""
+        p = self.procs[v.index]
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def stop(self) -> None:
+        stop_all(list(self.procs.values()))
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(pred: Any, timeout: float, what: str = "the devnet") -> None:
+    """Poll `pred` (status files may be mid-write: read errors count as 'not yet')."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def read_status(root: Path, v: DevnetValidator) -> dict[str, Any] | None:
     path = root / "data" / str(NETUID) / v.ss58 / "status.json"
     try:
@@ -351,10 +418,8 @@ def run(
     logs_dir = root / "logs"
     logs_dir.mkdir(exist_ok=True)
     stop_at = epochs * epoch_blocks + 1
-    procs: list[subprocess.Popen[bytes]] = []
-    log_files: list[Any] = []
+    cluster = Processes(root, vals, epoch_blocks=epoch_blocks, stop_at=stop_at)
     started = time.monotonic()
-    env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
     sim = Miners(root, miners, vals)
     published: list[str] = []
 
@@ -362,12 +427,9 @@ def run(
         if not quiet:
             print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
 
-    try:
-        for v in vals:
-            log = open(logs_dir / f"validator{v.index}.log", "wb")  # noqa: SIM115 - closed below
-            log_files.append(log)
-            cmd = node_command(root, v, vals, stop_at, epoch_blocks)
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+    with cluster:
+        cluster.start_all()
+        procs = list(cluster.procs.values())
         say(
             f"dashboard: http://127.0.0.1:{vals[0].api_port}/ (each validator serves one; logs in {logs_dir})"
         )
@@ -402,10 +464,6 @@ def run(
             if all(p.poll() is not None for p in procs):
                 break
             time.sleep(0.5)
-    finally:
-        stop_all(procs)
-        for f in log_files:
-            f.close()
     return summarise(root, vals, epochs, procs, started, logs_dir, sim)
 
 

@@ -34,18 +34,8 @@ def get(url: str) -> tuple[int, bytes]:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[devnet.DevnetValidator]]]:
     root = tmp_path_factory.mktemp("api") / "dn"
     vals, _ = devnet.create(root, 4, miners=4)
-    (root / "logs").mkdir()
-    files, procs = [], []
-    for v in vals:
-        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
-        files.append(out)
-        procs.append(
-            subprocess.Popen(
-                devnet.node_command(root, v, vals, None, EPOCH_BLOCKS), stdout=out, stderr=out, env=ENV
-            )
-        )
-    try:
-        wait(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
+    with devnet.Processes(root, vals, epoch_blocks=EPOCH_BLOCKS).start_all():
+        wait(lambda: devnet.read_status(root, vals[0])["height"] >= 1, 60)
         assert set(devnet.publish_registry(root, vals[0])) == {"ok"}
         wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
         miners = devnet.Miners(root, 4, vals)
@@ -63,22 +53,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
         # wait for that epoch's weights to be decided and set
         wait(lambda: devnet.read_status(root, vals[0])["height"] >= (epoch + 1) * EPOCH_BLOCKS + 1, 60)
         yield root, vals
-    finally:
-        devnet.stop_all(procs)
-        for f in files:
-            f.close()
 
 
-def wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        time.sleep(0.3)
-    raise AssertionError("timed out")
+wait = devnet.wait_until
 
 
 def test_json_api(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:

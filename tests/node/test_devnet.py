@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +17,7 @@ from wire.codec import decode
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
 
 
-def wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = devnet.wait_until
 
 
 def height(root: Path, v: devnet.DevnetValidator) -> int:
@@ -62,35 +54,18 @@ def test_four_validators_two_epochs_identical_weights_on_chain(tmp_path: Path) -
 def test_kill9_validator_restarts_catches_up_and_never_equivocates(tmp_path: Path) -> None:
     root = tmp_path / "dn"
     vals, _ = devnet.create(root, 4)
-    logs = root / "logs"
-    logs.mkdir()
-
-    files = []
-
-    def start(v: devnet.DevnetValidator) -> subprocess.Popen[bytes]:
-        out = open(logs / f"validator{v.index}.log", "ab")  # noqa: SIM115
-        files.append(out)
-        return subprocess.Popen(devnet.node_command(root, v, vals, None), stdout=out, stderr=out, env=ENV)
-
-    procs = {v.index: start(v) for v in vals}
-    # the smallest-stake validator is the victim: the other three hold more than 2/3
-    victim = vals[3]
-    try:
+    victim = vals[3]  # the smallest stake: the other three hold more than 2/3
+    others = [v for v in vals if v is not victim]
+    with devnet.Processes(root, vals).start_all() as cluster:
         wait_for(lambda: all(height(root, v) >= 3 for v in vals), 60, "height 3 everywhere")
-        procs[victim.index].send_signal(signal.SIGKILL)
-        procs[victim.index].wait()
+        cluster.kill(victim)
         stuck_at = height(root, victim)
-        others = [v for v in vals if v is not victim]
         target = max(height(root, v) for v in others) + 4
         wait_for(lambda: all(height(root, v) >= target for v in others), 60, "progress without the victim")
-        procs[victim.index] = start(victim)
+        cluster.start(victim)
         target = max(height(root, v) for v in others) + 2
         wait_for(lambda: height(root, victim) >= target, 60, "the restarted validator to catch up")
         assert height(root, victim) > stuck_at
-    finally:
-        devnet.stop_all(list(procs.values()))
-        for f in files:
-            f.close()
     chains = [devnet.decided_chain(root, v) for v in vals]
     common = min(len(c) for c in chains)
     assert all(c[:common] == chains[0][:common] for c in chains)
@@ -131,22 +106,12 @@ def test_run_needs_netuid(flag: str) -> None:
 def test_new_validator_joining_late_catches_up_and_votes(tmp_path: Path) -> None:
     root = tmp_path / "dn"
     vals, _ = devnet.create(root, 4)
-    logs = root / "logs"
-    logs.mkdir()
-    files = []
-
-    def start(v: devnet.DevnetValidator) -> subprocess.Popen[bytes]:
-        out = open(logs / f"validator{v.index}.log", "ab")  # noqa: SIM115
-        files.append(out)
-        return subprocess.Popen(devnet.node_command(root, v, vals, None), stdout=out, stderr=out, env=ENV)
-
     first, late = vals[:3], vals[3]  # 9000 of 10000 TAO: a quorum without the late validator
-    procs = [start(v) for v in first]
-    try:
+    with devnet.Processes(root, vals).start_all(first) as cluster:
         wait_for(
             lambda: all(height(root, v) >= 30 for v in first), 90, "height 30 without the late validator"
         )
-        procs.append(start(late))
+        cluster.start(late)
         wait_for(
             lambda: height(root, late) >= max(height(root, v) for v in first) - 1,
             90,
@@ -154,10 +119,6 @@ def test_new_validator_joining_late_catches_up_and_votes(tmp_path: Path) -> None
         )
         caught_up = height(root, late)
         wait_for(lambda: height(root, late) >= caught_up + 3, 30, "the late one to keep deciding")
-    finally:
-        devnet.stop_all(procs)
-        for f in files:
-            f.close()
     records = vote_records(root, late)
     assert any(r.height > caught_up for r in records), "the late validator never voted after catching up"
     # it started from a peer's checkpoint (verified by a commit certificate), not from genesis

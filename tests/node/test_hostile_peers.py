@@ -7,7 +7,6 @@ the validators from deciding.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import trio
 from validator_node import devnet
 from validator_node.p2p.attestation import attest
 from validator_node.p2p.framing import FrameReader, write_frame
-from validator_node.p2p.host import CONSENSUS_PROTOCOL, submit_items
+from validator_node.p2p.host import CHECKPOINT_PROTOCOL, CONSENSUS_PROTOCOL, SUBMIT_PROTOCOL, submit_items
 from validator_node.pipeline.messages import Submission
 from wire.codec import encode
 from wire.envelope import seal
@@ -59,21 +58,19 @@ async def impostor_handshake(addr: str, hotkey: Hotkey) -> bytes | None:
         return reply
 
 
-async def raw_submit(addr: str, data: bytes) -> None:
-    """Send raw bytes (not necessarily a valid frame) on the submit protocol."""
+async def raw_protocol(addr: str, protocol: str, data: bytes) -> None:
+    """Send raw bytes (not necessarily a valid frame) on one of the node's protocols."""
     import multiaddr
     from libp2p import new_host
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
-    from validator_node.p2p.host import SUBMIT_PROTOCOL
-
     host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
     info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
     async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         await host.connect(info)
-        stream = await host.new_stream(info.peer_id, [TProtocol(SUBMIT_PROTOCOL)])
+        stream = await host.new_stream(info.peer_id, [TProtocol(protocol)])
         await stream.write(data)
         await trio.sleep(0.5)
         await host.disconnect(info.peer_id)
@@ -82,22 +79,9 @@ async def raw_submit(addr: str, data: bytes) -> None:
 def test_hostile_peers_and_items_are_refused_and_counted(tmp_path: Path) -> None:
     root = tmp_path / "dn"
     vals, _ = devnet.create(root, 4, miners=2)
-    (root / "logs").mkdir()
-    files = []
-    procs = []
-    for v in vals:
-        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
-        files.append(out)
-        cmd = devnet.node_command(root, v, vals, None)
-        procs.append(subprocess.Popen(cmd, stdout=out, stderr=out, env=ENV))
     target = vals[0]
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            s = devnet.read_status(root, target)
-            if s and s["height"] >= 2:
-                break
-            time.sleep(0.3)
+    with devnet.Processes(root, vals).start_all() as cluster:
+        devnet.wait_until(lambda: devnet.read_status(root, target)["height"] >= 2, 60)
         owner = Hotkey.from_wallet("owner", "default", root / "wallets")
         miner = Hotkey.from_wallet("miner0", "default", root / "wallets")
         stranger = Hotkey.from_name("stranger")
@@ -123,8 +107,11 @@ def test_hostile_peers_and_items_are_refused_and_counted(tmp_path: Path) -> None
         assert "bad signature" in replies[2]
         assert "netuid" in replies[3]
         assert "not active" in replies[4]
-        # 3. an oversized frame announcement is refused before anything is buffered
-        trio.run(raw_submit, target.multiaddr(), (2**31).to_bytes(4, "big") + b"x" * 100)
+        # 3. an oversized frame announcement is refused before anything is buffered, and garbage
+        #    on every protocol is refused without harm
+        trio.run(raw_protocol, target.multiaddr(), SUBMIT_PROTOCOL, (2**31).to_bytes(4, "big") + b"x" * 100)
+        for protocol in (CONSENSUS_PROTOCOL, SUBMIT_PROTOCOL, CHECKPOINT_PROTOCOL):
+            trio.run(raw_protocol, target.multiaddr(), protocol, b"\x00\x00\x00\x05junk!" + os.urandom(64))
         # the validators keep deciding
         h = devnet.read_status(root, target)["height"]
         deadline = time.monotonic() + 30
@@ -134,11 +121,7 @@ def test_hostile_peers_and_items_are_refused_and_counted(tmp_path: Path) -> None
         time.sleep(1.0)  # metrics are written every half second
         assert metric(root, target, "p2p_peers_refused_total") >= 1
         assert metric(root, target, "items_refused_total") >= 6
-        assert all(p.poll() is None for p in procs), "a validator died"
-    finally:
-        devnet.stop_all(procs)
-        for f in files:
-            f.close()
+        assert all(p.poll() is None for p in cluster.procs.values()), "a validator died"
 
 
 def test_validator_losing_its_permit_is_dropped_from_links(tmp_path: Path) -> None:
@@ -146,35 +129,18 @@ def test_validator_losing_its_permit_is_dropped_from_links(tmp_path: Path) -> No
 
     root = tmp_path / "dn"
     vals, _ = devnet.create(root, 4, miners=1)
-    (root / "logs").mkdir()
-    files, procs = [], []
-    for v in vals:
-        out = open(root / "logs" / f"validator{v.index}.log", "wb")  # noqa: SIM115
-        files.append(out)
-        procs.append(
-            subprocess.Popen(devnet.node_command(root, v, vals, None), stdout=out, stderr=out, env=ENV)
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (devnet.read_status(root, vals[0]) or {}).get("peers") != 3:
-            time.sleep(0.3)
+    with devnet.Processes(root, vals).start_all():
+        devnet.wait_until(lambda: devnet.read_status(root, vals[0])["peers"] == 3, 60)
         chain = LocalChain(root / "chain.sqlite")
         try:
             chain.set_neuron(chain.metagraph().uid_of(vals[3].ss58), validator_permit=False)
         finally:
             chain.close()
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and devnet.read_status(root, vals[0])["peers"] != 2:
-            time.sleep(0.5)
-        assert devnet.read_status(root, vals[0])["peers"] == 2
+        devnet.wait_until(
+            lambda: devnet.read_status(root, vals[0])["peers"] == 2, 40, "the link to be dropped"
+        )
         time.sleep(1.0)
         assert metric(root, vals[0], 'p2p_peers_refused_total{reason="permit_revoked"}') >= 1
         h = devnet.read_status(root, vals[0])["height"]
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and devnet.read_status(root, vals[0])["height"] < h + 3:
-            time.sleep(0.3)
-        assert devnet.read_status(root, vals[0])["height"] >= h + 3  # 9000 of 10000 TAO still decide
-    finally:
-        devnet.stop_all(procs)
-        for f in files:
-            f.close()
+        # 9000 of 10000 TAO still decide
+        devnet.wait_until(lambda: devnet.read_status(root, vals[0])["height"] >= h + 3, 20, "more decisions")
