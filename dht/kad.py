@@ -1,0 +1,391 @@
+"""Adapter over py-libp2p's `KadDHT` (trio): blobs with chunking, decided blocks, a durable store.
+
+What it adds to KadDHT, and why:
+  * strict validation with this project's namespaces only (`dht.records`), so every record is
+    checked by hash or certificate before KadDHT stores it, serves it, or hands it to us;
+  * chunking: KadDHT silently keeps a >1 MiB record local (peers refuse it), so big values are
+    split into content-addressed chunks plus a manifest;
+  * a SQLite store (`dht.store.RecordStore`): KadDHT forgets records on restart and after 48 h;
+  * counters for every operation and every refused record (KadDHT only logs them).
+
+KadDHT's routing table is not filled by `connect()`; the node must call `add_peer` for each peer
+it connects to (after identify has run), or puts and gets will find nobody.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from libp2p.abc import IHost
+from libp2p.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.common import PROTOCOL_ID
+from libp2p.peer.id import ID
+from libp2p.records.validator import NamespacedValidator
+from libp2p.tools.anyio_service import background_trio_service
+
+from consensus.crypto import Scheme
+from consensus.messages import DecisionPacket
+from dht import records
+from dht.records import (
+    NS_BLOCK,
+    NS_CONTENT,
+    NS_MANIFEST,
+    RECORD_VALUE_CAP,
+    ChunkManifest,
+    DecisionRef,
+    DecisionValidator,
+    RecordRefused,
+    VsetFor,
+)
+from dht.store import RecordStore, StoreFull
+from wire.codec import decode, encode
+
+logger = logging.getLogger(__name__)
+
+#: The Kademlia protocol id this DHT speaks (py-libp2p's default, the same as go/rust-libp2p).
+DHT_PROTOCOL_ID = str(PROTOCOL_ID)
+
+
+class MetricsSink(Protocol):
+    """Anything with `inc(name, **labels)`, e.g. validator_node.metrics.Metrics."""
+
+    def inc(self, name: str, **labels: str) -> None: ...
+
+
+class Counters:
+    """A minimal in-process MetricsSink, used when the caller gives none (and by tests)."""
+
+    def __init__(self) -> None:
+        self.values: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+
+    def inc(self, name: str, **labels: str) -> None:
+        self.values[(name, tuple(sorted(labels.items())))] += 1
+
+    def get(self, name: str, **labels: str) -> int:
+        """Sum of `name` over all label sets that include `labels`."""
+        want = set(labels.items())
+        return sum(n for (k, lbl), n in self.values.items() if k == name and want <= set(lbl))
+
+
+class BlobNotFound(LookupError):
+    """No peer (and not the local store) had a valid record for the key."""
+
+
+class _CountingValidator(NamespacedValidator):
+    """The strict namespaced validator, counting each refusal, including those of records pushed
+    to us by peers (KadDHT calls `validate` inside its stream handler, out of our sight)."""
+
+    def __init__(self, validators: dict[str, Any], strict_validation: bool, metrics: MetricsSink) -> None:
+        super().__init__(validators, strict_validation=strict_validation)
+        self._metrics = metrics
+
+    def validate(self, key: str, value: bytes) -> None:
+        try:
+            super().validate(key, value)
+        except Exception as exc:
+            reason = getattr(exc, "reason", None) or "unknown_namespace"
+            self._metrics.inc("dht_records_refused_total", ns=records.namespace_of(key), reason=reason)
+            raise
+
+
+def _key_of(key_or_hash: str | bytes) -> str:
+    """Accept a full key, a 64-char hex sha256 or a 32-byte digest (the latter two: content key)."""
+    if isinstance(key_or_hash, bytes | bytearray):
+        return records.content_key(bytes(key_or_hash))
+    if key_or_hash.startswith("/"):
+        ns, _ = records.parse_key(key_or_hash)
+        if ns not in (NS_CONTENT, NS_MANIFEST):
+            raise ValueError(f"{key_or_hash!r} is not a blob key")
+        return key_or_hash
+    return records.content_key(bytes.fromhex(key_or_hash))
+
+
+class DhtNode:
+    """One node's DHT: a KadDHT server on `host` plus the local store.
+
+    Use inside the host's lifetime: ``async with DhtNode(host, ...).running() as dht: ...``.
+    """
+
+    def __init__(
+        self,
+        host: IHost,
+        netuid: int,
+        vset_for: VsetFor,
+        *,
+        store: RecordStore | None = None,
+        store_path: str | Path | None = None,
+        metrics: MetricsSink | None = None,
+        scheme: Scheme | None = None,
+        timeout: float = 30.0,
+        fetch_concurrency: int = 4,
+        memory_budget: int = 512 * 1024 * 1024,
+        trim_interval: float = 5.0,
+    ) -> None:
+        self.host = host
+        self.netuid = netuid
+        self.metrics: MetricsSink = metrics if metrics is not None else Counters()
+        self.timeout = timeout
+        self.memory_budget = memory_budget
+        self.trim_interval = trim_interval
+        self._fetch_limit = trio.CapacityLimiter(fetch_concurrency)
+        self.decisions = DecisionValidator(netuid, vset_for, scheme)
+        self.validator = _CountingValidator(
+            {
+                NS_CONTENT: records.ContentValidator(),
+                NS_MANIFEST: records.ManifestValidator(),
+                NS_BLOCK: self.decisions,
+            },
+            strict_validation=True,
+            metrics=self.metrics,
+        )
+        # `store_path` makes a store validated by this node's own validator, closed by `running()`
+        self._owns_store = store is None and store_path is not None
+        self.store = RecordStore(store_path, self.validator) if self._owns_store else store  # type: ignore[arg-type]
+        self.kad = KadDHT(
+            host, DHTMode.SERVER, validator=self.validator, validator_changed=True, strict_validation=True
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[DhtNode]:
+        """Run the KadDHT service; records already in the store are loaded so peers can fetch them."""
+        async with background_trio_service(self.kad), trio.open_nursery() as nursery:
+            if self.store is not None:
+                await self.load_store()
+            nursery.start_soon(self._trim_forever)
+            try:
+                yield self
+            finally:
+                nursery.cancel_scope.cancel()
+                if self._owns_store and self.store is not None:
+                    self.store.close()
+
+    async def _trim_forever(self) -> None:
+        while True:
+            await trio.sleep(self.trim_interval)
+            self.trim_memory()
+
+    def trim_memory(self) -> int:
+        """Evict from KadDHT's in-memory store until it holds at most `memory_budget` value bytes.
+
+        KadDHT caps that store by count only (50,000 records of up to 1 MiB), and any peer can push
+        valid content records into it, so without this a peer could fill our RAM. Records pushed
+        by peers go first (oldest first), then our own, which stay in the SQLite store. Returns
+        the number evicted."""
+        vs = self.kad.value_store
+        total = sum(len(rec.value) for rec, _ in vs.store.values())
+        if total <= self.memory_budget:
+            return 0
+        order = [k for k in vs.store if k not in vs.local_keys] + [k for k in vs.store if k in vs.local_keys]
+        evicted = 0
+        for k in order:
+            if total <= self.memory_budget:
+                break
+            rec, _ = vs.store.pop(k)
+            total -= len(rec.value)
+            evicted += 1
+            self.metrics.inc("dht_memory_evicted_total")
+        return evicted
+
+    async def load_store(self) -> int:
+        """Put every (re-validated) stored record into KadDHT's in-memory store for serving."""
+        assert self.store is not None
+        n = 0
+        for key in await trio.to_thread.run_sync(self.store.keys):
+            try:
+                value = await trio.to_thread.run_sync(self.store.get, key)
+            except Exception as exc:  # a record that no longer validates was deleted by get()
+                logger.warning("dropped stored record %s: %s", key, exc)
+                continue
+            if value is not None:
+                self.kad.value_store.put(key.encode(), value)
+                n += 1
+        return n
+
+    async def add_peer(self, peer_id: ID) -> bool:
+        """Add a connected peer to the routing table (connect() alone does not)."""
+        added = await self.kad.add_peer(peer_id)
+        self.metrics.inc("dht_peers_added_total", result="ok" if added else "refused")
+        return added
+
+    def routing_table_size(self) -> int:
+        return self.kad.get_routing_table_size()
+
+    async def republish(self, prefix: str = "") -> int:
+        """Re-announce stored records to the closest peers (KadDHT drops records after 48 h, and a
+        node that just joined holds nothing). Returns how many records were pushed."""
+        if self.store is None:
+            return 0
+        n = 0
+        for key in await trio.to_thread.run_sync(self.store.keys, prefix):
+            value = await trio.to_thread.run_sync(self.store.get, key)
+            if value is not None:
+                await self._announce(key, value)
+                n += 1
+        return n
+
+    # --- blobs -------------------------------------------------------------------------------
+
+    async def put_blob(self, value: bytes) -> str:
+        """Store a blob; returns its key (`records.blob_key(value)`). Values over one record's cap
+        go as chunks plus a manifest; the manifest is stored last, so a reader that finds it can
+        find every chunk."""
+        value = bytes(value)
+        try:
+            if len(value) <= RECORD_VALUE_CAP:
+                key = records.content_key(hashlib.sha256(value).digest())
+                await self._put(key, value)
+            else:
+                manifest, chunks = records.split(value)
+                await self._put_many(
+                    [(records.content_key(h), c) for h, c in zip(manifest.chunks, chunks, strict=True)]
+                )
+                key = records.manifest_key(manifest)
+                await self._put(key, encode(manifest))
+        except Exception:
+            self.metrics.inc("dht_ops_total", op="put_blob", result="error")
+            raise
+        self.metrics.inc("dht_ops_total", op="put_blob", result="ok")
+        return key
+
+    async def get_blob(self, key_or_hash: str | bytes) -> bytes:
+        """Fetch a blob by key (or content hash), verifying each chunk and the whole value.
+        Raises BlobNotFound if nobody has a valid copy, RecordRefused if the parts do not join."""
+        key = _key_of(key_or_hash)
+        try:
+            value = await self._get(key)
+            if key.startswith(f"/{NS_MANIFEST}/"):
+                manifest = decode(value, ChunkManifest)
+                value = await self._get_chunks(manifest)
+        except BlobNotFound:
+            self.metrics.inc("dht_ops_total", op="get_blob", result="not_found")
+            raise
+        except Exception:
+            self.metrics.inc("dht_ops_total", op="get_blob", result="error")
+            raise
+        self.metrics.inc("dht_ops_total", op="get_blob", result="ok")
+        return value
+
+    async def _get_chunks(self, manifest: ChunkManifest) -> bytes:
+        records.check_manifest(manifest)
+        chunks: list[bytes | None] = [None] * len(manifest.chunks)
+
+        async def fetch(i: int, digest: bytes) -> None:
+            async with self._fetch_limit:
+                chunks[i] = await self._get(records.content_key(digest))
+
+        async with trio.open_nursery() as nursery:
+            for i, digest in enumerate(manifest.chunks):
+                nursery.start_soon(fetch, i, digest)
+        return records.join(manifest, [c for c in chunks if c is not None])
+
+    # --- decided blocks ----------------------------------------------------------------------
+
+    async def put_decision(self, netuid: int, height: int, packet: DecisionPacket) -> str:
+        """Store a decided block with its commit certificate under /bt-block/<netuid>/<height>.
+        Refused (RecordRefused) unless the certificate is a quorum of `vset_for(height)`."""
+        if netuid != self.netuid:
+            raise RecordRefused("wrong_netuid", f"this DHT serves netuid {self.netuid}, not {netuid}")
+        key = records.block_key(netuid, height)
+        try:
+            value = encode(packet)
+            if len(value) > RECORD_VALUE_CAP:
+                # the block bytes are a blob whose sha256 is the certified block hash
+                manifest, chunks = records.split(packet.block)
+                await self._put_many(
+                    [(records.content_key(h), c) for h, c in zip(manifest.chunks, chunks, strict=True)]
+                )
+                value = encode(DecisionRef(certificate=packet.certificate, block=manifest))
+            await self._put(key, value)
+        except Exception:
+            self.metrics.inc("dht_ops_total", op="put_decision", result="error")
+            raise
+        self.metrics.inc("dht_ops_total", op="put_decision", result="ok")
+        return key
+
+    async def get_decision(self, netuid: int, height: int) -> DecisionPacket | None:
+        """The certified decided block at `height`, or None if no peer has a valid one."""
+        key = records.block_key(netuid, height)
+        try:
+            value = await self._get(key)
+            rec = self.decisions.decode_valid(key, value)
+            if isinstance(rec, DecisionRef):
+                block = await self._get_chunks(rec.block)
+                rec = DecisionPacket(block=block, certificate=rec.certificate)
+        except BlobNotFound:
+            self.metrics.inc("dht_ops_total", op="get_decision", result="not_found")
+            return None
+        except Exception:
+            self.metrics.inc("dht_ops_total", op="get_decision", result="error")
+            raise
+        self.metrics.inc("dht_ops_total", op="get_decision", result="ok")
+        return rec
+
+    # --- records -----------------------------------------------------------------------------
+
+    async def _put(self, key: str, value: bytes) -> None:
+        self.validator.validate(key, value)  # refuse before anything is stored anywhere
+        if self.store is not None:
+            try:
+                await trio.to_thread.run_sync(self.store.put, key, value)
+            except StoreFull:
+                self.metrics.inc("dht_store_refused_total", reason="store_full")
+                raise
+        await self._announce(key, value)
+
+    async def _put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        async def one(key: str, value: bytes) -> None:
+            async with self._fetch_limit:
+                await self._put(key, value)
+
+        async with trio.open_nursery() as nursery:
+            for key, value in items:
+                nursery.start_soon(one, key, value)
+
+    async def _announce(self, key: str, value: bytes) -> None:
+        try:
+            with trio.fail_after(self.timeout):
+                await self.kad.put_value(key, value)
+        except ValueError as exc:
+            # KadDHT refuses to replace a local record that select() prefers: a valid record for
+            # this key is already held (only block keys can have several valid values)
+            if "Refusing to replace" not in str(exc):
+                raise
+
+    async def _get(self, key: str) -> bytes:
+        """A validated value: from the local store, else the DHT (then kept in the store)."""
+        if self.store is not None:
+            try:
+                value = await trio.to_thread.run_sync(self.store.get, key)
+            except Exception:
+                value = None  # deleted as invalid; fetch a good copy
+            if value is not None:
+                return value
+        value = None
+        with trio.move_on_after(self.timeout):
+            value = await self.kad.get_value(key)
+        if value is None:
+            raise BlobNotFound(key)
+        self.validator.validate(key, value)  # KadDHT validated it too; this one is ours
+        if self.store is not None:
+            try:
+                await trio.to_thread.run_sync(self.store.put, key, value)
+            except StoreFull:
+                self.metrics.inc("dht_store_refused_total", reason="store_full")
+        return value
+
+
+def counters_of(dht: DhtNode) -> Callable[..., int]:
+    """Shorthand for tests and benches: `counters_of(dht)("dht_ops_total", op="get_blob")`."""
+    metrics = dht.metrics
+    if not isinstance(metrics, Counters):
+        raise TypeError("the DhtNode was given an external metrics sink")
+    return metrics.get

@@ -1,0 +1,95 @@
+"""A loopback network of real py-libp2p hosts (TCP + Noise + yamux), a DhtNode each, in one trio
+process: for tests and `bench/bench_dht.py`, not for the node (which owns its host).
+
+Teardown disconnects every peer before the hosts stop: py-libp2p leaves TCP sockets open
+otherwise, and the resulting ResourceWarnings fail tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from dht.kad import DhtNode
+from dht.records import VsetFor
+
+logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # it logs whole refused values as hex
+
+
+def make_host(seed: str) -> IHost:
+    kp = create_new_key_pair(hashlib.sha256(f"dht-localnet:{seed}".encode()).digest())
+    return new_host(
+        key_pair=kp,
+        sec_opt={NOISE_ID: NoiseTransport(kp, noise_privkey=create_x25519().private_key)},
+        muxer_preference="YAMUX",
+    )
+
+
+@dataclass
+class Net:
+    hosts: list[IHost]
+    dhts: list[DhtNode]
+
+
+@asynccontextmanager
+async def dht_network(
+    n: int,
+    netuid: int,
+    vset_for: VsetFor,
+    *,
+    store_dir: Path | None = None,
+    topology: str = "full",
+    metrics_for: Callable[[int], object] | None = None,
+) -> AsyncIterator[Net]:
+    """Start `n` hosts, connect them (full mesh or a line), fill every routing table."""
+    hosts = [make_host(f"{netuid}-{i}") for i in range(n)]
+    dhts = [
+        DhtNode(
+            h,
+            netuid,
+            vset_for,
+            store_path=store_dir / f"dht-{i}.sqlite" if store_dir is not None else None,
+            timeout=15.0,
+            metrics=metrics_for(i) if metrics_for else None,  # type: ignore[arg-type]
+        )
+        for i, h in enumerate(hosts)
+    ]
+    pairs = (
+        [(i, i + 1) for i in range(n - 1)]
+        if topology == "line"
+        else [(i, j) for i in range(n) for j in range(i + 1, n)]
+    )
+    async with AsyncExitStack() as stack:
+        for h in hosts:
+            await stack.enter_async_context(h.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]))
+        for d in dhts:
+            await stack.enter_async_context(d.running())
+        async with trio.open_nursery() as nursery:  # connect() waits ~250 ms each: overlap them
+            for i, j in pairs:
+                nursery.start_soon(hosts[i].connect, info_from_p2p_addr(hosts[j].get_addrs()[0]))
+        with trio.fail_after(10):
+            for i, j in pairs:  # identify must have run before add_peer accepts the peer
+                while not await dhts[i].add_peer(hosts[j].get_id()):
+                    await trio.sleep(0.05)
+                while not await dhts[j].add_peer(hosts[i].get_id()):
+                    await trio.sleep(0.05)
+        try:
+            yield Net(hosts, dhts)
+        finally:
+            for h in hosts:
+                for pid in list(h.get_network().connections):
+                    await h.disconnect(pid)
