@@ -28,6 +28,9 @@ ChallengeId = Annotated[str, Len(1, 64)]
 Share = Annotated[int, Range(0, PPB)]
 
 
+_DEFAULT_HOST_FUNCTIONS = ("block_height", "log", "seed")
+
+
 @wire_message("registry.policy", version=1, max_size=4096)
 class ModulePolicy:
     """Sandbox limits agreed by all validators; the field names are runtime.policy.Policy's.
@@ -43,7 +46,8 @@ class ModulePolicy:
     max_task_bytes: U32 = 1024 * 1024
     max_submission_bytes: U32 = 1024 * 1024
     max_output_bytes: U32 = 64 * 1024
-    host_functions: Annotated[tuple[Annotated[str, Len(1, 32)], ...], Len(0, 16)] = ()  # sorted, unique
+    # sorted, unique; the same default as the runtime Policy, so local `challenge test` matches registration
+    host_functions: Annotated[tuple[Annotated[str, Len(1, 32)], ...], Len(0, 16)] = _DEFAULT_HOST_FUNCTIONS
     max_host_calls: U32 = 1_000
     max_log_bytes: U32 = 16 * 1024
     host_call_fuel: U64 = 100_000

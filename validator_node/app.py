@@ -219,6 +219,10 @@ class Application:
                 return "duplicate"
             if item.action.signed.signer != self.state.registry.sudo:
                 return "registry action not signed by the subnet owner"
+            if _nonce_of(item) <= self.state.registry.last_nonce:
+                return (
+                    f"stale nonce: the registry has applied nonce {self.state.registry.last_nonce} (replay?)"
+                )
             self.registry_pool[key] = item
             return None
         try:

@@ -21,7 +21,7 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("sim", "validator_node.cli_sim", "run the deterministic consensus simulator"),
     ("challenge", "validator_node.cli_challenge", "challenge authors: new, build, inspect, test"),
     ("audit", "validator_node.cli_audit", "verify the evaluation audit log's hash chain"),
-    ("registry", "validator_node.cli_registry", "sudo owner: keygen, sign, verify, list manifests"),
+    ("registry", "validator_node.cli_registry", "sudo owner: keygen, sign, verify, list, command, publish"),
     ("chain", "validator_node.cli_chain", "the embedded local chain: genesis, info, recorded weights"),
 ]
 

@@ -170,7 +170,10 @@ def manifest_from_toml(path: Path, wasm: bytes) -> ChallengeManifest:
         doc = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"cannot read manifest {path}: {exc}") from None
+    top = doc
     doc = dict(doc.get("challenge", doc))
+    if "policy" not in doc and isinstance(top.get("policy"), dict):
+        doc["policy"] = top["policy"]  # a [policy] table beside [challenge] belongs to it
     sha, size = hashlib.sha256(wasm).digest(), len(wasm)
     if "wasm_sha256" in doc and bytes.fromhex(str(doc.pop("wasm_sha256"))) != sha:
         raise CliError(f"the manifest names module {sha.hex()[:16]}.., not the --wasm file")
@@ -184,6 +187,15 @@ def manifest_from_toml(path: Path, wasm: bytes) -> ChallengeManifest:
         doc["task"] = bytes.fromhex(str(doc.pop("task_hex")))
     elif isinstance(doc.get("task"), str):
         doc["task"] = str(doc["task"]).encode()
+    fields = set(ChallengeManifest.__dataclass_fields__) - {"wasm_sha256", "wasm_size"}
+    unknown, missing = sorted(set(doc) - fields), sorted(fields - set(doc) - {"policy"})
+    if unknown or missing:
+        raise CliError(
+            f"manifest {path}: "
+            + (f"unknown keys {unknown}; " if unknown else "")
+            + (f"missing keys {missing}; " if missing else "")
+            + "a manifest lists the ChallengeManifest fields (see docs/sudo-owner.md), not challenge.toml's"
+        )
     try:
         doc["policy"] = ModulePolicy.from_dict(doc.get("policy", {}))
         return ChallengeManifest(wasm_sha256=sha, wasm_size=size, **doc)

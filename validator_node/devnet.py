@@ -447,7 +447,7 @@ def run(
             ready = ready and len({s["next_epoch"] for s in statuses if s is not None}) == 1
             if s0 is not None and ready:
                 epoch = int(s0["next_epoch"])
-                if epoch < epochs and (s0["height"] % epoch_blocks) < epoch_blocks - 3:
+                if epoch < epochs and (s0["height"] % epoch_blocks) < epoch_blocks - 3:  # room to score
                     before = sim.sent
                     sim.submit(epoch)
                     if sim.sent > before:

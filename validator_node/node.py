@@ -243,6 +243,7 @@ class ValidatorNode:
             await nursery.start(self.transport.run, list(self.cfg.bootstrap))
             nursery.start_soon(self._chain_poller)
             nursery.start_soon(self._status_writer)
+            nursery.start_soon(self._stop_on_sigterm)
             if self.cfg.api_port is not None:
                 from validator_node.api import NodeApi
 
@@ -428,6 +429,16 @@ class ValidatorNode:
                 receipt.block,
                 dict(zip(row.uids, row.weights, strict=True)),
             )
+
+    async def _stop_on_sigterm(self) -> None:
+        """systemd and container runtimes stop services with SIGTERM: stop as cleanly as on Ctrl-C."""
+        import signal
+
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                log.info("SIGTERM: stopping")
+                self._done.set()
+                return
 
     async def _chain_poller(self, metagraph_every: float = 12.0) -> None:
         last_refresh = trio.current_time()

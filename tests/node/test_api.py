@@ -192,7 +192,8 @@ def test_owner_publishes_a_lifecycle_command_from_the_cli(
     out = registry("publish", str(signed), "--validator", vals[1].multiaddr())
     assert out.returncode == 0 and out.stdout.startswith("ok"), out.stdout + out.stderr
     wait(lambda: status()["lz-compress"] == "inactive", 30)
-    # a replay of the same signed command is accepted into a pool but refused by the registry rules
-    registry("publish", str(signed), "--validator", vals[0].multiaddr())
-    time.sleep(3)
+    # a replay of the same signed command is refused with its reason
+    out = registry("publish", str(signed), "--validator", vals[0].multiaddr())
+    assert out.returncode == 1 and "stale nonce" in out.stdout, out.stdout + out.stderr
+    time.sleep(1)
     assert status()["lz-compress"] == "inactive" and status()["maxsat"] == "active"

@@ -38,7 +38,7 @@ def vote_records(root: Path, v: devnet.DevnetValidator) -> list[VoteRecord]:
 def test_four_validators_two_epochs_identical_weights_on_chain(tmp_path: Path) -> None:
     """The main job end to end: registry published by the owner, miners submitting, WASM
     evaluation, attestations, decided weights, and every validator's set_weights accepted."""
-    summary = devnet.run(tmp_path / "dn", validators=4, epochs=2, epoch_blocks=8, timeout=150, quiet=True)
+    summary = devnet.run(tmp_path / "dn", validators=4, epochs=2, epoch_blocks=10, timeout=150, quiet=True)
     assert summary["chain_identical"], summary
     assert summary["exit_codes"] == [0, 0, 0, 0]
     assert summary["submissions_sent"] > 0 and not summary["submissions_refused"]

@@ -179,6 +179,9 @@ class ConsensusTransport:
         from libp2p.peer.peerinfo import info_from_p2p_addr
 
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        if info.peer_id.to_string() == self.peer_id:
+            log.info("skipping bootstrap address %s: it is this node", addr)
+            return
         backoff = 0.5
         if info.peer_id.to_string() < self.peer_id:
             # Both sides dial each other from their bootstrap lists; let the smaller peer id
