@@ -249,7 +249,7 @@ class ValidatorNode:
 
                 self.api_port = await nursery.start(NodeApi(self).serve, self.cfg.api_host, self.cfg.api_port)
             task_status.started()
-            if self.store.tip()[0] == 0 and self.cfg.sync_from_checkpoint:
+            if self.store.tip()[0] == 0 and self.cfg.sync_from_checkpoint and self.cfg.bootstrap:
                 await self._bootstrap_from_checkpoint()
             await self._await_quorum_links()
             await self._execute(self.replica.start(trio.current_time()))

@@ -136,3 +136,18 @@ def test_new_validator_joining_late_catches_up_and_votes(tmp_path: Path) -> None
     for chain in chains[1:]:
         shared = chain.keys() & chains[0].keys()
         assert shared and all(chain[h] == chains[0][h] for h in shared)
+
+
+def test_sigterm_stops_a_node_cleanly(tmp_path: Path) -> None:
+    """systemd and container runtimes stop services with SIGTERM; the node must exit 0."""
+    import signal
+
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 1)  # one validator holds all stake: it decides alone
+    with devnet.Processes(root, vals).start_all() as cluster:
+        wait_for(lambda: height(root, vals[0]) >= 2, 60, "a lone validator to decide")
+        proc = cluster.procs[0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    log = (root / "logs" / "validator0.log").read_text()
+    assert "SIGTERM: stopping" in log and "Traceback" not in log
