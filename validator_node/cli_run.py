@@ -36,6 +36,7 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("epoch-blocks", int, 20, "decided blocks per epoch (a network-wide constant)"),
     ("api.host", str, "127.0.0.1", "HTTP API / dashboard / metrics address"),
     ("api.port", int, None, "HTTP API port (off unless given; 0 picks a free port)"),
+    ("dht", int, 1, "1: keep decided blocks and checkpoints in the Kademlia DHT; 0: off"),
 ]
 
 
@@ -137,6 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
         epoch_blocks=opts["epoch-blocks"],
         api_host=opts["api.host"],
         api_port=opts["api.port"],
+        dht=bool(opts["dht"]),
     )
     try:
         node = ValidatorNode(cfg, hotkey, chain)

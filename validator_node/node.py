@@ -68,6 +68,7 @@ class NodeConfig:
     api_host: str = "127.0.0.1"
     api_port: int | None = None  # None: no HTTP API
     sync_from_checkpoint: bool = True
+    dht: bool = True  # keep decided blocks and checkpoints in the Kademlia DHT
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:
@@ -113,7 +114,10 @@ class ValidatorNode:
             inbound=self._inbound_send,
             on_submit=self._on_submit,
             checkpoint=self.store.latest_checkpoint,
+            on_link=self._on_link,
         )
+        self.dht: Any = None
+        self._dht_backlog = 0
         self._done = trio.Event()
         self._nursery: trio.Nursery
         self.last_weights: dict[str, Any] | None = None
@@ -197,8 +201,13 @@ class ValidatorNode:
         pending = self._pending_checkpoint
         if pending is not None and pending[0] == height - 1:
             cp = Checkpoint(pending[0], pending[1], DecisionPacket(block=block, certificate=certificate))
-            self.store.put_checkpoint(pending[0], encode(cp))
+            data = encode(cp)
+            self.store.put_checkpoint(pending[0], data)
             self._pending_checkpoint = None
+            if self.dht is not None:
+                trio.from_thread.run_sync(
+                    self._nursery.start_soon, self._dht_publish, "checkpoint", self.dht.put_blob, data
+                )
             self.metrics.inc("checkpoints_written_total")
         if self.app.state.is_epoch_end(height):
             self._pending_checkpoint = (height, encode(snapshot(self.app.state)))
@@ -241,6 +250,8 @@ class ValidatorNode:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.transport.run, list(self.cfg.bootstrap))
+            if self.cfg.dht:
+                await nursery.start(self._run_dht)
             nursery.start_soon(self._chain_poller)
             nursery.start_soon(self._status_writer)
             nursery.start_soon(self._stop_on_sigterm)
@@ -307,6 +318,11 @@ class ValidatorNode:
             elif isinstance(a, Decide):
                 await trio.to_thread.run_sync(self.store.put_decision, a.height, a.block, a.certificate)
                 admitted, body = self.app.apply_decided(a.height, a.block)
+                if self.dht is not None:
+                    packet = DecisionPacket(block=a.block, certificate=a.certificate)
+                    self._nursery.start_soon(
+                        self._dht_publish, "block", self.dht.put_decision, self.cfg.netuid, a.height, packet
+                    )
                 await trio.to_thread.run_sync(self._after_decision, a.height, a.block, a.certificate)
                 for sub in admitted:
                     self._nursery.start_soon(self._evaluate, sub)
@@ -429,6 +445,58 @@ class ValidatorNode:
                 receipt.block,
                 dict(zip(row.uids, row.weights, strict=True)),
             )
+
+    # --- the DHT: decided blocks and checkpoints ---------------------------------------------------
+
+    async def _run_dht(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from dht.kad import DhtNode
+
+        node = DhtNode(
+            self.transport.host,
+            self.cfg.netuid,
+            lambda height: self.vset,
+            store_path=self.data_dir / "dht.sqlite",
+            metrics=self.metrics,
+        )
+        async with node.running():
+            self.dht = node
+            for link in list(self.transport.book.links.values()):
+                self._nursery.start_soon(self._dht_add_peer, link.peer_id)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _on_link(self, hotkey: bytes, peer_id: str) -> None:
+        if self.dht is not None:
+            self._nursery.start_soon(self._dht_add_peer, peer_id)
+
+    async def _dht_add_peer(self, peer_id: str) -> None:
+        """The routing table is not filled by connecting; identify must run first, so retry."""
+        from libp2p.peer.id import ID
+
+        for _ in range(10):
+            try:
+                if await self.dht.add_peer(ID.from_base58(peer_id)):
+                    return
+            except Exception as exc:
+                log.debug("dht add_peer %s: %s", peer_id[-12:], exc)
+            await trio.sleep(0.5)
+
+    async def _dht_publish(self, what: str, fn: Any, *args: Any) -> None:
+        """Publish in the background, bounded: the DHT is a replica of what the store holds, so
+        when it falls behind we skip (and count) rather than queue without limit."""
+        if self.dht is None:
+            return
+        if self._dht_backlog >= 8:
+            self.metrics.inc("dht_publish_skipped_total", what=what)
+            return
+        self._dht_backlog += 1
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.metrics.inc("dht_publish_failed_total", what=what)
+            log.debug("dht publish of %s failed: %s", what, exc)
+        finally:
+            self._dht_backlog -= 1
 
     async def _stop_on_sigterm(self) -> None:
         """systemd and container runtimes stop services with SIGTERM: stop as cleanly as on Ctrl-C."""

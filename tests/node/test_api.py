@@ -19,7 +19,7 @@ import pytest
 from validator_node import devnet
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-EPOCH_BLOCKS = 8
+EPOCH_BLOCKS = 12
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -197,3 +197,47 @@ def test_owner_publishes_a_lifecycle_command_from_the_cli(
     assert out.returncode == 1 and "stale nonce" in out.stdout, out.stdout + out.stderr
     time.sleep(1)
     assert status()["lz-compress"] == "inactive" and status()["maxsat"] == "active"
+
+
+def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
+    """A client that trusts only the validator set fetches a decided block from the validators' DHT."""
+    import trio
+
+    from validator_node.chain.local import LocalChain
+    from validator_node.node import validator_set_from
+
+    root, vals = running
+    chain = LocalChain(root / "chain.sqlite")
+    try:
+        vset = validator_set_from(chain)
+    finally:
+        chain.close()
+
+    async def fetch() -> object:
+        import multiaddr
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        from dht.kad import DhtNode
+
+        host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+        info = info_from_p2p_addr(multiaddr.Multiaddr(vals[1].multiaddr()))
+        async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            await host.connect(info)
+            dht = DhtNode(host, devnet.NETUID, lambda h: vset)
+            async with dht.running():
+                with trio.fail_after(20):
+                    while not await dht.add_peer(info.peer_id):
+                        await trio.sleep(0.2)
+                    packet = None
+                    while packet is None:
+                        packet = await dht.get_decision(devnet.NETUID, 2)
+                        await trio.sleep(0.2)
+            for peer in list(host.get_connected_peers()):  # the DHT dialled other validators too
+                await host.disconnect(peer)
+        return packet
+
+    packet = trio.run(fetch)
+    body = json.loads(get(f"http://127.0.0.1:{vals[0].api_port}/api/blocks/2")[1])
+    assert packet.certificate.block_hash.hex() == body["hash"]  # type: ignore[attr-defined]

@@ -93,6 +93,7 @@ class ConsensusTransport:
         inbound: trio.MemorySendChannel[tuple[bytes, bytes]],
         on_submit: Callable[[object], str | None] | None = None,
         checkpoint: Callable[[], bytes | None] | None = None,
+        on_link: Callable[[bytes, str], None] | None = None,
     ) -> None:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -119,6 +120,7 @@ class ConsensusTransport:
         self.inbound = inbound
         self.on_submit = on_submit
         self.checkpoint = checkpoint
+        self.on_link = on_link
         self.book = PeerBook()
         self._serial = 0
         self._nursery: trio.Nursery | None = None
@@ -306,6 +308,8 @@ class ConsensusTransport:
         self.book.links[hotkey] = link
         self.metrics.set("p2p_peers", len(self.book.links))
         log.info("linked with validator %s (peer %s)", hotkey.hex()[:12], peer_id[-12:])
+        if self.on_link is not None:
+            self.on_link(hotkey, peer_id)
         try:
             with link.cancel:
                 await self._pump(stream, reader, recv, hotkey)
