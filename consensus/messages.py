@@ -14,6 +14,7 @@ signatures cover the block's hash, so a certificate stays small.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from wire.codec import U8, U32, U64, Bytes32, Bytes64, Len, wire_message
@@ -110,6 +111,11 @@ class Equivocation:
 
     first: SignedEnvelope
     second: SignedEnvelope
+
+
+def block_hash_of(block: bytes) -> bytes:
+    """Blocks are opaque to consensus and identified (and signed) by their SHA-256."""
+    return hashlib.sha256(block).digest()
 
 
 PACKET_TYPES: tuple[type, ...] = (ProposalPacket, VotePacket, ViewChangePacket, DecisionPacket, SyncPacket)

@@ -21,7 +21,6 @@ across a crash (the durable vote record carries both).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,32 +33,32 @@ from consensus.actions import (
     Rejected,
     ReportEvidence,
     RequestProposal,
-    Send,
-    ViewChanged,
 )
-from consensus.certificates import CertificateError, build_certificate, verify_certificate
+from consensus.catch_up import CatchUpRules
+from consensus.certificates import build_certificate
 from consensus.crypto import Scheme, Signer, Sr25519Scheme, open_signed, seal
 from consensus.messages import (
     PACKET_TYPES,
     PHASE_COMMIT,
     PHASE_PREPARE,
     RECORD_PROPOSAL,
-    RECORD_VIEW_CHANGE,
     Certificate,
     DecisionPacket,
     Equivocation,
     PrePrepare,
     ProposalPacket,
     SyncPacket,
-    SyncRequest,
     ViewChange,
     ViewChangePacket,
     Vote,
     VotePacket,
     VoteRecord,
+    block_hash_of,
 )
-from consensus.round_state import KIND_PREPREPARE, KIND_VIEW_CHANGE, RoundState
+from consensus.recovery import RecoveryRules
+from consensus.round_state import KIND_PREPREPARE, RoundState
 from consensus.validators import ValidatorSet
+from consensus.view_change import ViewChangeRules
 from wire.codec import decode, decode_any
 from wire.errors import WireError
 
@@ -81,11 +80,7 @@ class ReplicaConfig:
         return self.base_timeout * (2 ** min(view, self.max_timeout_exponent))
 
 
-def block_hash_of(block: bytes) -> bytes:
-    return hashlib.sha256(block).digest()
-
-
-class Replica:
+class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
     def __init__(
         self,
         signer: Signer,
@@ -215,50 +210,6 @@ class Replica:
         if msg is None or not self._route_height(height, env.signer, pkt, out):
             return None
         return msg
-
-    def _route_height(self, height: int, signer: bytes, pkt: Any, out: list[Action]) -> bool:
-        """True if `height` is the current one; otherwise buffer, help or drop the packet."""
-        if height == self.height:
-            return True
-        if height < self.height:
-            # A view change for a height we decided means its sender is stuck there: help it,
-            # at most once per (sender, height) per base timeout so it cannot make us amplify.
-            if isinstance(pkt, ViewChangePacket) and signer != self.me:
-                decision = self._lookup_decided(height)
-                if decision is not None and self._rate_ok(self._helped, (signer, height)):
-                    out.append(Send(signer, decision))
-            return False
-        if height > self.height + self.cfg.future_heights:
-            # far behind: do not buffer, but ask this (authenticated) peer for the decided blocks
-            out.append(Rejected("height_too_far", f"height {height}, at {self.height}", signer))
-            if signer in self.round.vset:
-                self._ask_sync(signer, out)
-            return False
-        if signer not in self.round.vset:
-            out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))
-            return False
-        buf = self._future.setdefault(height, [])
-        if len(buf) >= 8 * len(self.round.vset) + 64:
-            out.append(Rejected("future_buffer_full", f"height {height}", signer))
-        else:
-            buf.append(pkt)
-        self._ask_sync(signer, out)
-        return False
-
-    def _rate_ok(self, table: dict[tuple[bytes, int], float], key: tuple[bytes, int]) -> bool:
-        last = table.get(key)
-        if last is not None and self._now - last < self.cfg.base_timeout:
-            return False
-        if len(table) > 50_000:
-            table.clear()
-        table[key] = self._now
-        return True
-
-    def _ask_sync(self, peer: bytes, out: list[Action]) -> None:
-        if peer == self.me or not self._rate_ok(self._sync_asked, (peer, self.height)):
-            return
-        req = seal(SyncRequest(height=self.height), self.signer, self.cfg.netuid)
-        out.append(Send(peer, SyncPacket(request=req)))
 
     def _member(self, signer: bytes, out: list[Action], vset: ValidatorSet | None = None) -> bool:
         if signer in (vset or self.round.vset):
@@ -427,154 +378,7 @@ class Replica:
         self._vote(PHASE_PREPARE, view, bh, out, block=block)
         self._progress(view, bh, self._now, out)
 
-    def _justified(self, pp: PrePrepare, pkt: ProposalPacket, out: list[Action]) -> bool:
-        """A proposal for view > 0 must carry a quorum of view changes and re-propose the
-        highest prepared block among them (if any)."""
-        rs = self.round
-        if (pp.view, pp.block_hash) in rs.justification_ok:
-            return True
-        signers: set[bytes] = set()
-        best: tuple[int, bytes] | None = None
-        for vcp in pkt.justification:
-            vc = self._check_view_change(vcp, out)
-            if vc is None or vc.view != pp.view or vc.height != pp.height:
-                out.append(Rejected("invalid_justification", "bad view change in new-view"))
-                return False
-            signers.add(vcp.view_change.signer)
-            if vc.prepared_view is not None and (best is None or vc.prepared_view > best[0]):
-                best = (vc.prepared_view, vc.prepared_hash)
-        if not rs.vset.is_quorum(rs.vset.stake_of_all(signers)):
-            out.append(Rejected("invalid_justification", f"new-view {pp.view} lacks a quorum"))
-            return False
-        if best is not None and best[1] != pp.block_hash:
-            out.append(Rejected("invalid_justification", f"new-view {pp.view} ignores a prepared block"))
-            return False
-        rs.justification_ok.add((pp.view, pp.block_hash))
-        return True
-
-    # ------------------------------------------------------------------ view changes
-
-    def _check_view_change(
-        self, pkt: ViewChangePacket, out: list[Action], opened: ViewChange | None = None
-    ) -> ViewChange | None:
-        env = pkt.view_change
-        vc = opened if opened is not None else self._open(env, ViewChange, out)
-        if vc is None or not self._member(env.signer, out, self.validator_sets(vc.height)):
-            return None
-        if vc.prepared_view is None:
-            if vc.prepared_hash is not None or pkt.prepared is not None:
-                out.append(Rejected("invalid_certificate", "view change with a stray certificate"))
-                return None
-            return vc
-        if vc.prepared_hash is None or pkt.prepared is None or vc.prepared_view >= vc.view:
-            out.append(Rejected("invalid_certificate", "view change claims a prepared value without proof"))
-            return None
-        cert = pkt.prepared
-        if cert.view != vc.prepared_view:
-            out.append(Rejected("invalid_certificate", "prepared certificate view mismatch"))
-            return None
-        try:
-            verify_certificate(
-                cert,
-                self.validator_sets(vc.height),
-                self.cfg.netuid,
-                self.scheme,
-                phase=PHASE_PREPARE,
-                height=vc.height,
-                block_hash=vc.prepared_hash,
-            )
-        except CertificateError as exc:
-            out.append(Rejected("invalid_certificate", str(exc), env.signer))
-            return None
-        return vc
-
-    def _on_view_change(self, pkt: ViewChangePacket, now: float, out: list[Action]) -> None:
-        env = pkt.view_change
-        opened = self._admit(env, ViewChange, pkt, out)
-        if opened is None:
-            return
-        vc = self._check_view_change(pkt, out, opened)
-        if vc is None or not self._view_in_range(vc.view, env.signer, out):
-            return
-        if pkt.block is not None:
-            if vc.prepared_hash is None or block_hash_of(pkt.block) != vc.prepared_hash:
-                out.append(Rejected("block_hash_mismatch", "view change block", env.signer))
-                return
-            self.round.blocks.setdefault(vc.prepared_hash, pkt.block)
-        value = (vc.prepared_view or 0).to_bytes(4, "big") + (vc.prepared_hash or b"")
-        if not self._equivocation(KIND_VIEW_CHANGE, vc.view, env.signer, value, env, out):
-            return
-        if vc.view < self.view:
-            return
-        stripped = ViewChangePacket(view_change=env, prepared=pkt.prepared, block=None)
-        self.round.view_changes.setdefault(vc.view, {})[env.signer] = stripped
-        # f+1 rule: if more than 1/3 of stake wants a later view, follow the smallest such view
-        ahead = {
-            s: v for v, by in self.round.view_changes.items() if v > self.view for s in by if s != self.me
-        }
-        if ahead and self.round.vset.exceeds_one_third(self.round.vset.stake_of_all(ahead)):
-            self._start_view_change(min(ahead.values()), now, out)
-        self._check_new_view(vc.view, out)
-
-    def _start_view_change(self, view: int, now: float, out: list[Action]) -> None:
-        if view <= self.view and self.in_view_change:
-            return
-        self.view = view
-        self.in_view_change = True
-        self.deadline = now + self.cfg.timeout(view)
-        out.append(ViewChanged(self.height, view))
-        rs = self.round
-        p = rs.prepared
-        vc = ViewChange(
-            height=self.height,
-            view=view,
-            prepared_view=None if p is None else p.view,
-            prepared_hash=None if p is None else p.block_hash,
-        )
-        value = (vc.prepared_view or 0).to_bytes(4, "big") + (vc.prepared_hash or b"")
-        env = self._sign(RECORD_VIEW_CHANGE, view, value, vc, out, p, rs.prepared_block)
-        if env is None:
-            return
-        rs.observe(KIND_VIEW_CHANGE, view, self.me, value, env)
-        pkt = ViewChangePacket(view_change=env, prepared=p, block=None)
-        rs.view_changes.setdefault(view, {})[self.me] = pkt
-        out.append(Broadcast(pkt))
-        leader = rs.vset.leader(self.height, view)
-        if leader != self.me and rs.prepared_block is not None:
-            out.append(Send(leader, ViewChangePacket(view_change=env, prepared=p, block=rs.prepared_block)))
-        self._check_new_view(view, out)
-
-    def _check_new_view(self, view: int, out: list[Action]) -> None:
-        rs = self.round
-        if view != self.view or view in rs.new_view_sent or rs.vset.leader(self.height, view) != self.me:
-            return
-        vcs = rs.view_changes.get(view, {})
-        if not rs.vset.is_quorum(rs.vset.stake_of_all(vcs)):
-            return
-        best: Certificate | None = None
-        for pkt in vcs.values():
-            if pkt.prepared is not None and (best is None or pkt.prepared.view > best.view):
-                best = pkt.prepared
-        if best is not None:
-            block = rs.blocks.get(best.block_hash)
-            if block is None:
-                return  # wait for a replica that prepared it to send us the block
-            rs.new_view_sent.add(view)
-            self.in_view_change = False
-            self._send_proposal(block, out)
-            return
-        rs.new_view_sent.add(view)
-        self.in_view_change = False
-        self._request_proposal(out)
-
-    def _enter_view(self, view: int, now: float, out: list[Action]) -> None:
-        if view != self.view:
-            out.append(ViewChanged(self.height, view))
-        self.view = view
-        self.in_view_change = False
-        self.deadline = now + self.cfg.timeout(view)
-
-    # ------------------------------------------------------------------ decisions and sync
+    # ------------------------------------------------------------------ decisions
 
     def _decide(self, decision: DecisionPacket, now: float, out: list[Action]) -> None:
         h = decision.certificate.height
@@ -583,48 +387,6 @@ class Replica:
         for old in [k for k in self.decided if k <= h - self.cfg.decided_window]:
             del self.decided[old]
         self._enter_height(h + 1, now, out)
-
-    def _on_decision(self, pkt: DecisionPacket, now: float, out: list[Action]) -> None:
-        cert = pkt.certificate
-        if cert.height < self.height:
-            return
-        if cert.height > self.height:
-            buf = self._future.setdefault(cert.height, [])
-            if (
-                cert.height <= self.height + self.cfg.future_heights
-                and len(buf) < 8 * len(self.round.vset) + 64
-            ):
-                buf.append(pkt)
-            return
-        try:
-            verify_certificate(
-                cert,
-                self.round.vset,
-                self.cfg.netuid,
-                self.scheme,
-                height=self.height,
-                block_hash=block_hash_of(pkt.block),
-            )
-        except CertificateError as exc:
-            out.append(Rejected("invalid_certificate", str(exc)))
-            return
-        self._decide(pkt, now, out)
-
-    def _on_sync(self, pkt: SyncPacket, out: list[Action]) -> None:
-        req = self._open(pkt.request, SyncRequest, out)
-        if req is None or not self._member(pkt.request.signer, out):
-            return
-        for h in range(req.height, min(req.height + self.cfg.sync_batch, self.height)):
-            decision = self._lookup_decided(h)
-            if decision is None:
-                break
-            out.append(Send(pkt.request.signer, decision))
-
-    def _lookup_decided(self, height: int) -> DecisionPacket | None:
-        found = self.decided.get(height)
-        if found is None and self._decisions is not None:
-            found = self._decisions(height)
-        return found
 
     def _enter_height(self, height: int, now: float, out: list[Action], resumed: bool = False) -> None:
         if not resumed:
@@ -652,50 +414,4 @@ class Replica:
         self._pending_proposal = (self.height, self.view)
         out.append(RequestProposal(self.height, self.view))
 
-    def _restore(self, out: list[Action]) -> None:
-        """Rebuild this height's own statements from the durable vote record and re-send them."""
-        records = self._records.pop(self.height, [])
-        if not records:
-            return
-        rs = self.round
-        last_view, last_kind = -1, -1
-        for r in sorted(records, key=lambda r: (r.view, r.kind)):
-            value = r.block_hash if r.block_hash is not None else _vc_value(r)
-            rs.signed[(r.kind, r.view)] = (value, r.envelope)
-            if r.prepared is not None:
-                rs.keep_prepared(r.prepared, r.block)
-            if r.block is not None and r.block_hash is not None:
-                rs.blocks[r.block_hash] = r.block
-            if r.kind == PHASE_PREPARE and r.block_hash is not None:
-                rs.accepted[r.view] = r.block_hash
-                rs.add_vote(PHASE_PREPARE, r.view, r.block_hash, self.me, r.envelope.signature)
-            elif r.kind == PHASE_COMMIT and r.block_hash is not None:
-                rs.add_vote(PHASE_COMMIT, r.view, r.block_hash, self.me, r.envelope.signature)
-            if (r.view, r.kind) > (last_view, last_kind):
-                last_view, last_kind = r.view, r.kind
-            out.append(Broadcast(_packet_for(r)))
-        self.view = last_view
-        self.in_view_change = last_kind == RECORD_VIEW_CHANGE
-        if self.in_view_change:
-            rec = next(r for r in records if r.kind == RECORD_VIEW_CHANGE and r.view == last_view)
-            rs.view_changes.setdefault(last_view, {})[self.me] = ViewChangePacket(
-                view_change=rec.envelope, prepared=rec.prepared, block=None
-            )
-        if any(r.kind == RECORD_PROPOSAL for r in records):
-            rs.proposal_requested.update(r.view for r in records if r.kind == RECORD_PROPOSAL)
-        self.deadline = self._now + self.cfg.timeout(self.view)
-
     _now: float = 0.0
-
-
-def _vc_value(r: VoteRecord) -> bytes:
-    p = r.prepared
-    return (0 if p is None else p.view).to_bytes(4, "big") + (b"" if p is None else p.block_hash)
-
-
-def _packet_for(r: VoteRecord) -> Any:
-    if r.kind == RECORD_PROPOSAL:
-        return ProposalPacket(pre_prepare=r.envelope, block=r.block or b"", justification=())
-    if r.kind == RECORD_VIEW_CHANGE:
-        return ViewChangePacket(view_change=r.envelope, prepared=r.prepared, block=None)
-    return VotePacket(vote=r.envelope)

@@ -33,8 +33,9 @@ from consensus.messages import (
     VotePacket,
     VoteRecord,
     VoteSignature,
+    block_hash_of,
 )
-from consensus.replica import Replica, block_hash_of
+from consensus.replica import Replica
 from consensus.sim.app import ChainApp, make_block
 from wire.codec import decode, encode
 
