@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,13 @@ def open_chain(opts: dict[str, Any], data_dir: Path) -> Any:
 
         path = Path(opts["chain.path"] or data_dir / "local-chain.sqlite")
         genesis = Genesis.load(opts["chain.genesis"]) if opts["chain.genesis"] else None
-        return LocalChain(path, genesis)
+        for attempt in range(20):  # processes sharing one chain file may briefly hold its lock
+            try:
+                return LocalChain(path, genesis)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.25)
     from validator_node.chain.subtensor import SubtensorChain
 
     return SubtensorChain(opts["netuid"], network)

@@ -61,7 +61,7 @@ def create(
     """Write wallets, peer keys and a genesis into `root`; return the validators and the genesis path."""
     from bittensor import Wallet
 
-    from validator_node.chain.local import Genesis
+    from validator_node.chain.local import Genesis, LocalChain
 
     root.mkdir(parents=True, exist_ok=True)
     wallets = root / "wallets"
@@ -100,6 +100,9 @@ def create(
     Genesis.from_dict(genesis)  # validate before writing
     path = root / "genesis.json"
     path.write_text(json.dumps(genesis, indent=2))
+    # create the chain file once, before the validators start: four processes creating it at
+    # the same moment race for SQLite's exclusive lock on the switch to WAL
+    LocalChain(root / "chain.sqlite", Genesis.load(path)).close()
     return vals, path
 
 
