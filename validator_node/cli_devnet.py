@@ -63,6 +63,7 @@ def run_command(args: argparse.Namespace) -> int:
         for hotkey, vector in e["weights"].items():
             print(f"  {hotkey[:12]}..  {vector}")
     print(f"set_weights calls accepted by the local chain: {summary['chain_accepted_set_weights']}")
-    print(f"stores and audit logs: {root}/data/<netuid>/<hotkey>/   logs: {summary['logs']}")
+    print(f"stores (blocks, certificates, checkpoints) and audit logs: {root}/data/<netuid>/<hotkey>/")
+    print(f"logs: {summary['logs']}")
     print(f"dashboards (while running): {', '.join(v['dashboard'] for v in summary['validators'])}")
     return 0 if summary["identical"] else 1
