@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -113,14 +114,28 @@ def main() -> None:
                 env_ = seal(Submission(c.challenge_id, epoch, nonce, c.payloads[k % len(c.payloads)]), m, 7)
                 items.append(encode(env_))
                 ids.append(submission_id(env_).hex())
-            sent_at, refused = trio.run(offer, vals, items, float(rate))
+            # watch validator 0's API from the first submission on, in a thread beside the sender
             scored: dict[str, float] = {}
+            stop = threading.Event()
+
+            def watch(scored: dict[str, float] = scored, stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    try:
+                        for s in api(vals[0], "/api/submissions"):  # type: ignore[union-attr]
+                            if s["aggregate"] is not None and s["id"] not in scored:
+                                scored[s["id"]] = time.monotonic()
+                    except OSError:
+                        pass
+                    time.sleep(0.25)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            sent_at, refused = trio.run(offer, vals, items, float(rate))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(scored) < len(ids) - refused:
-                for s in api(vals[0], "/api/submissions"):  # type: ignore[union-attr]
-                    if s["aggregate"] is not None and s["id"] not in scored:
-                        scored[s["id"]] = time.monotonic()
                 time.sleep(0.25)
+            stop.set()
+            watcher.join()
             lat = sorted(scored[i] - t for i, t in zip(ids, sent_at, strict=True) if i in scored)
             p50 = statistics.median(lat) if lat else float("nan")
             p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
