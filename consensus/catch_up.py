@@ -13,22 +13,10 @@ from consensus.actions import Action, Rejected, Send
 from consensus.certificates import CertificateError, verify_certificate
 from consensus.crypto import seal
 from consensus.messages import DecisionPacket, SyncPacket, SyncRequest, ViewChangePacket, block_hash_of
-from consensus.round_state import RoundState
+from consensus.replica_fields import ReplicaFields
 
 
-class CatchUpRules:
-    # state owned by Replica (declared here for readers and type checkers)
-    me: bytes
-    signer: Any
-    cfg: Any
-    scheme: Any
-    height: int
-    view: int
-    in_view_change: bool
-    deadline: float
-    round: RoundState
-    validator_sets: Any
-    _now: float
+class CatchUpRules(ReplicaFields):
     decided: dict[int, DecisionPacket]
     _future: dict[int, list[Any]]
     _sync_asked: dict[tuple[bytes, int], float]
@@ -106,7 +94,7 @@ class CatchUpRules:
         self._decide(pkt, now, out)
 
     def _on_sync(self, pkt: SyncPacket, out: list[Action]) -> None:
-        req = self._open(pkt.request, SyncRequest, out)
+        req = self._verified(pkt.request, SyncRequest, out)
         if req is None or not self._member(pkt.request.signer, out):
             return
         for h in range(req.height, min(req.height + self.cfg.sync_batch, self.height)):

@@ -20,22 +20,10 @@ from consensus.messages import (
     VotePacket,
     VoteRecord,
 )
-from consensus.round_state import RoundState
+from consensus.replica_fields import ReplicaFields
 
 
-class RecoveryRules:
-    # state owned by Replica (declared here for readers and type checkers)
-    me: bytes
-    signer: Any
-    cfg: Any
-    scheme: Any
-    height: int
-    view: int
-    in_view_change: bool
-    deadline: float
-    round: RoundState
-    validator_sets: Any
-    _now: float
+class RecoveryRules(ReplicaFields):
     _records: dict[int, list[VoteRecord]]
 
     def _restore(self, out: list[Action]) -> None:

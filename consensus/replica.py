@@ -182,7 +182,7 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         else:
             out.append(Rejected("malformed", f"not a consensus packet: {type(pkt).__name__}"))
 
-    def _open(self, env: Any, cls: type, out: list[Action]) -> Any | None:
+    def _verified(self, env: Any, cls: type, out: list[Action]) -> Any | None:
         try:
             msg = open_signed(env, cls, self.cfg.netuid, self.scheme)
         except WireError as exc:
@@ -206,7 +206,7 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         height = msg.height
         if height < self.height and cls is not ViewChange:
             return None
-        msg = self._open(env, cls, out)
+        msg = self._verified(env, cls, out)
         if msg is None or not self._route_height(height, env.signer, pkt, out):
             return None
         return msg

@@ -8,8 +8,6 @@ prepared block among the quorum of view changes that justify it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from consensus.actions import Action, Broadcast, Rejected, Send, ViewChanged
 from consensus.certificates import CertificateError, verify_certificate
 from consensus.messages import (
@@ -22,23 +20,11 @@ from consensus.messages import (
     ViewChangePacket,
     block_hash_of,
 )
-from consensus.round_state import KIND_VIEW_CHANGE, RoundState
+from consensus.replica_fields import ReplicaFields
+from consensus.round_state import KIND_VIEW_CHANGE
 
 
-class ViewChangeRules:
-    # state owned by Replica (declared here for readers and type checkers)
-    me: bytes
-    signer: Any
-    cfg: Any
-    scheme: Any
-    height: int
-    view: int
-    in_view_change: bool
-    deadline: float
-    round: RoundState
-    validator_sets: Any
-    _now: float
-
+class ViewChangeRules(ReplicaFields):
     def _justified(self, pp: PrePrepare, pkt: ProposalPacket, out: list[Action]) -> bool:
         """A proposal for view > 0 must carry a quorum of view changes and re-propose the
         highest prepared block among them (if any)."""
@@ -68,7 +54,7 @@ class ViewChangeRules:
         self, pkt: ViewChangePacket, out: list[Action], opened: ViewChange | None = None
     ) -> ViewChange | None:
         env = pkt.view_change
-        vc = opened if opened is not None else self._open(env, ViewChange, out)
+        vc = opened if opened is not None else self._verified(env, ViewChange, out)
         if vc is None or not self._member(env.signer, out, self.validator_sets(vc.height)):
             return None
         if vc.prepared_view is None:

@@ -226,15 +226,22 @@ def read_status(root: Path, v: DevnetValidator) -> dict[str, Any] | None:
         return None
 
 
-def decided_chain(root: Path, v: DevnetValidator) -> list[tuple[int, str]]:
+def _read_store(root: Path, v: DevnetValidator, sql: str) -> list[tuple[Any, ...]]:
+    """Rows from a validator's own store, read-only (the validator may still be running)."""
     path = root / "data" / str(NETUID) / v.ss58 / "node.sqlite"
     if not path.exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT height, block FROM decided ORDER BY height").fetchall()
+        return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
     finally:
         db.close()
+
+
+def decided_chain(root: Path, v: DevnetValidator) -> list[tuple[int, str]]:
+    rows = _read_store(root, v, "SELECT height, block FROM decided ORDER BY height")
     return [(int(h), hashlib.sha256(bytes(b)).hexdigest()) for h, b in rows]
 
 
@@ -252,18 +259,9 @@ def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> Non
 
 
 def submitted_weights(root: Path, v: DevnetValidator) -> list[dict[str, Any]]:
-    path = root / "data" / str(NETUID) / v.ss58 / "node.sqlite"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT epoch, mechid, uids, weights, result FROM weights_submitted ORDER BY epoch, mechid"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()
+    rows = _read_store(
+        root, v, "SELECT epoch, mechid, uids, weights, result FROM weights_submitted ORDER BY epoch, mechid"
+    )
     return [
         {"epoch": e, "mechid": m, "uids": json.loads(u), "weights": json.loads(w), "result": r}
         for e, m, u, w, r in rows

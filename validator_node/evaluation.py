@@ -8,7 +8,6 @@ appended to the hash-chained audit log under the node's data dir.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,37 +20,37 @@ from validator_node.pipeline.state import Admitted
 
 
 class Evaluator:
+    """Compiles each challenge module once, then evaluates through the runtime's worker pool."""
+
     def __init__(self, data_dir: Path, metrics: Metrics, workers: int | None = None) -> None:
         self.data_dir = data_dir
         self.metrics = metrics
-        self.limiter = trio.CapacityLimiter(workers or os.cpu_count() or 1)
-        self._sandbox: Any = None
+        self.workers = workers
+        self._pool: Any = None
         self._loaded: dict[bytes, Any] = {}
         self._lock = threading.Lock()
 
-    def _sandbox_instance(self) -> Any:
-        if self._sandbox is None:
-            from runtime.sandbox import Sandbox
+    def _load(self, manifest: ChallengeManifest, wasm: bytes, policy: Any) -> Any:
+        from runtime.pool import EvaluatorPool
+        from runtime.sandbox import Sandbox
 
-            self._sandbox = Sandbox.open(self.data_dir)
-        return self._sandbox
+        with self._lock:  # compiling (and the first open of the sandbox) is serialised
+            if self._pool is None:
+                self._pool = EvaluatorPool(Sandbox.open(self.data_dir), self.workers)
+            loaded = self._loaded.get(manifest.wasm_sha256)
+            if loaded is None:
+                loaded = self._pool.sandbox.load(wasm, policy)
+                self._loaded[manifest.wasm_sha256] = loaded
+            return loaded
 
-    def _run(self, manifest: ChallengeManifest, wasm: bytes, sub: Admitted) -> Any:
+    async def evaluate(self, manifest: ChallengeManifest, wasm: bytes, sub: Admitted) -> Any:
         from runtime.policy import Policy
 
         policy = Policy.from_dict(manifest.policy.to_dict())
-        with self._lock:  # compile and the audit log's append are serialised; guest code is not
-            sandbox = self._sandbox_instance()
-            loaded = self._loaded.get(manifest.wasm_sha256)
-            if loaded is None:
-                loaded = sandbox.load(wasm, policy)
-                self._loaded[manifest.wasm_sha256] = loaded
-        return sandbox.evaluate(
+        loaded = await trio.to_thread.run_sync(self._load, manifest, wasm, policy)
+        result = await self._pool.evaluate(
             loaded, manifest.task, sub.payload, policy=policy, seed=sub.seed, block_height=sub.height
         )
-
-    async def evaluate(self, manifest: ChallengeManifest, wasm: bytes, sub: Admitted) -> Any:
-        result = await trio.to_thread.run_sync(self._run, manifest, wasm, sub, limiter=self.limiter)
         self.metrics.inc(
             "evaluations_total", challenge=manifest.challenge_id, result=result.error_kind or "ok"
         )

@@ -325,29 +325,19 @@ class ValidatorNode(StateSync):
                     )
                 )
             except Exception as exc:
+                block, result = None, f"refused: {exc}"
                 self.metrics.inc("chain_set_weights_total", result="refused")
                 log.error("set_weights for epoch %d refused: %s", weights.epoch, exc)
-                await trio.to_thread.run_sync(
-                    self.store.record_weights,
-                    weights.epoch,
-                    row.mechid,
-                    list(row.uids),
-                    list(row.weights),
-                    None,
-                    f"refused: {exc}",
-                )
-                continue
+            else:
+                block, result = receipt.block, "ok"
+            uids, values = list(row.uids), list(row.weights)
             await trio.to_thread.run_sync(
-                self.store.record_weights,
-                weights.epoch,
-                row.mechid,
-                list(row.uids),
-                list(row.weights),
-                receipt.block,
-                "ok",
+                self.store.record_weights, weights.epoch, row.mechid, uids, values, block, result
             )
+            if block is None:
+                continue
             self.metrics.inc("chain_set_weights_total", result="ok")
-            self.last_weights = {"epoch": weights.epoch, "uids": list(row.uids), "weights": list(row.weights)}
+            self.last_weights = {"epoch": weights.epoch, "uids": uids, "weights": values}
             log.info(
                 "set weights for epoch %d (mechanism %d) at chain block %d: %s",
                 weights.epoch,
