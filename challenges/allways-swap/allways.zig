@@ -30,7 +30,7 @@ export fn abi_version() i32 {
 }
 
 const DESCRIBE = "{\"name\":\"allways-swap\",\"abi\":1,\"version\":1,\"origin\":\"entrius/allways@2698acc\"," ++
-    "\"aggregate\":\"evidence bundle (CBOR) -> [1,B,halted,recycle_uid,weights(1e18),pools,miners]\"," ++
+    "\"aggregate\":\"evidence bundle (CBOR) -> [1,weights(1e18),B,halted,recycle_uid,pools,miners]\"," ++
     "\"evaluate\":\"task=bundle, submission=CBOR uid -> weight(1e9)\"," ++
     "\"errors\":{\"-1\":\"malformed\",\"-2\":\"invalid evidence\",\"-3\":\"bad submission\"}}";
 
@@ -545,15 +545,15 @@ fn score(b: *Bundle, weights: []u64) Err![]const u8 {
     const recycle_uid: usize = if (b.recycle < n) @intCast(b.recycle) else 0;
     for (weights) |*w| w.* = 0;
     var out = Out{ .buf = try mk(u8, 128 + 9 * n + 200 * n) };
-    out.array(7);
-    out.uint(1);
-    out.uint(b.block);
     if (b.halted) {
         weights[recycle_uid] = @intCast(WEIGHT_ONE);
-        out.boolean(true);
-        out.uint(recycle_uid);
+        out.array(7);
+        out.uint(1);
         out.array(n);
         for (weights) |w| out.uint(w);
+        out.uint(b.block);
+        out.boolean(true);
+        out.uint(recycle_uid);
         out.array(2);
         for (0..2) |_| {
             out.array(2);
@@ -691,10 +691,14 @@ fn score(b: *Bundle, weights: []u64) Err![]const u8 {
     }
     weights[recycle_uid] += @intCast(WEIGHT_ONE - sum);
 
-    out.boolean(false);
-    out.uint(recycle_uid);
+    // output convention v1 (docs/challenge-abi.md 3.1): [version, weights[n], ...trace]
+    out.array(7);
+    out.uint(1);
     out.array(n);
     for (weights) |w| out.uint(w);
+    out.uint(b.block);
+    out.boolean(false);
+    out.uint(recycle_uid);
     out.array(2);
     for (0..2) |d| {
         out.array(2);

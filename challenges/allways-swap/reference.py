@@ -20,10 +20,11 @@ Input (`aggregate`, and the task of `evaluate`): an evidence bundle, canonical C
 
 Output (`aggregate`): canonical CBOR
 
-    [1, B, halted, recycle_uid, weights[n] (sum = WEIGHT_ONE), pools [[crown_units, unfilled_units]] x2,
+    [1, weights[n] (sum = WEIGHT_ONE), B, halted, recycle_uid, pools [[crown_units, unfilled_units]] x2,
      miners [[uid, hotkey, crown_btc_tao, crown_tao_btc, completed, timed_out, success_cubed, capacity,
               volume, volume_factor, weight]]]
 
+Element [1] is what the platform reads (docs/challenge-abi.md 3.1, output convention v1); the rest is trace.
 Factors are fixed point WEIGHT_ONE = 10**18; crown time is in units of 1/720720 block (ties split exactly
 for up to 16 holders, floored beyond). `evaluate(bundle, uid)` returns the weight of CBOR uint `uid` in the
 platform's 1e9 fixed point. Error codes: -1 malformed input, -2 invalid evidence, -3 bad submission.
@@ -277,7 +278,7 @@ def score_bundle(p: dict[str, Any]) -> list[Any]:
     weights = [0] * n
     if p["halted"]:
         weights[recycle_uid] = WEIGHT_ONE
-        return [1, block, True, recycle_uid, weights, [[0, 0], [0, 0]], []]
+        return [1, weights, block, True, recycle_uid, [[0, 0], [0, 0]], []]
     crown, pools = replay(p)
     ws = max(0, block - p["window"])
     since = max(0, block - p["cred"])
@@ -324,7 +325,7 @@ def score_bundle(p: dict[str, Any]) -> list[Any]:
         weights[uid] += w
         rows.append([uid, hk, c[0], c[1], done, failed, sr3, cap, vol, vf, w])
     weights[recycle_uid] += WEIGHT_ONE - sum(weights)
-    return [1, block, False, recycle_uid, weights, pools, rows]
+    return [1, weights, block, False, recycle_uid, pools, rows]
 
 
 def aggregate(bundle: bytes) -> bytes | int:
@@ -347,7 +348,7 @@ def score(task: bytes, sub: bytes) -> int:
         return E_SUBMISSION
     if type(uid) is not int or not 0 <= uid < len(p["hotkeys"]):
         return E_SUBMISSION
-    return score_bundle(p)[4][uid] // (WEIGHT_ONE // SCORE_ONE)
+    return score_bundle(p)[1][uid] // (WEIGHT_ONE // SCORE_ONE)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -78,18 +78,30 @@ def simulate(
     history_blocks: int = 3_000,
     swap_chance: float = 0.08,
     halted: bool = False,
+    miner_hotkeys: list[str] | None = None,
+    hotkeys: list[str] | None = None,
+    recycle_uid: int | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for `reference.bundle` (plus `block` and `hotkeys`), same seed -> same evidence."""
+    """Keyword arguments for `reference.bundle` (plus `block` and `hotkeys`), same seed -> same evidence.
+
+    By default the miners and the subnet's hotkeys are invented (one miner deregistered before the
+    scoring block, idle UIDs after them). A devnet passes its own: `miner_hotkeys` trade on the
+    market, `hotkeys` is the subnet's UID -> hotkey list, `recycle_uid` its owner's UID."""
     rng = random.Random(seed)
+    names = (
+        miner_hotkeys
+        if miner_hotkeys is not None
+        else [f"5Sim{seed % 10_000:04d}Miner{i:03d}" for i in range(miners)]
+    )
     pool = [
         Miner(
-            hotkey=f"5Sim{seed % 10_000:04d}Miner{i:03d}",
+            hotkey=names[i],
             reliability=rng.choice([1.0, 1.0, 0.97, 0.9, 0.6]),
             fwd=rng.randint(33_500, 34_500),
             rev=rng.randint(34_500, 35_500),
             collateral=rng.choice([MAX_SWAP, MAX_SWAP * 2, MAX_SWAP // 2, MAX_SWAP // 4]),
         )
-        for i in range(miners)
+        for i in range(len(names))
     ]
     market = Market()
     start = max(1, scoring_block - history_blocks)
@@ -125,12 +137,15 @@ def simulate(
             pick.pending = (block + rng.randint(2, 20), ref.COMPLETED, amount)
         else:
             pick.pending = (block + TIMEOUT_BLOCKS, ref.TIMED_OUT, amount)
-    registered = [m.hotkey for m in pool]
-    if len(registered) > 2:
-        registered.pop(rng.randrange(len(registered)))  # deregistered before the scoring block
-    # a few UIDs without any market activity, so that the recycle UID and idle UIDs exist
-    hotkeys = [*registered, *(f"5SimIdle{i:03d}" for i in range(max(0, 60 - len(registered))))]
+    if hotkeys is None:
+        registered = [m.hotkey for m in pool]
+        if len(registered) > 2:
+            registered.pop(rng.randrange(len(registered)))  # deregistered before the scoring block
+        # a few UIDs without any market activity, so that the recycle UID and idle UIDs exist
+        hotkeys = [*registered, *(f"5SimIdle{i:03d}" for i in range(max(0, 60 - len(registered))))]
+    extra = {} if recycle_uid is None else {"params": [*ref.DEFAULT_PARAMS[:5], recycle_uid]}
     return {
+        **extra,
         "block": scoring_block,
         "hotkeys": hotkeys,
         "rates": market.rates,

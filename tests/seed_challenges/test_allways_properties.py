@@ -89,7 +89,7 @@ def test_module_equals_reference_sums_to_one_order_independent(
     assert r.ok, r
     assert got == want
     doc = loads(want, 1 << 22)
-    weights = doc[4]
+    weights = doc[1]
     assert len(weights) == len(kw["hotkeys"]) and sum(weights) == ONE and min(weights) >= 0
     for row in doc[6]:
         assert 0 <= row[6] <= ONE and 0 <= row[7] <= ONE and 0 <= row[9] <= ONE

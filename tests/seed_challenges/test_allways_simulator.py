@@ -41,7 +41,7 @@ def test_simulated_market_scores_identically(
     out, r = sandbox.call_packed(allways, "aggregate", data)
     assert r.ok and out == want
     doc = loads(want, 1 << 22)
-    assert sum(doc[4]) == 10**18 and doc[3] == 53
+    assert sum(doc[1]) == 10**18 and doc[4] == 53
     rows = doc[6]
     kinds = {e[2] for e in kw["events"]}
     assert {sim.ref.INITIATED, sim.ref.COMPLETED} <= kinds

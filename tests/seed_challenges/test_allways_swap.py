@@ -32,7 +32,8 @@ def run(sandbox: Sandbox, mod: LoadedModule, ref: ModuleType, bundle: bytes) -> 
     assert r.ok, r
     assert data == want
     doc = loads(data, 1 << 22)
-    assert sum(doc[4]) == ONE and min(doc[4]) >= 0
+    assert doc[0] == 1 and len(doc) == 7  # output convention v1: [1, weights[n], ...trace]
+    assert sum(doc[1]) == ONE and min(doc[1]) >= 0
     return doc
 
 
@@ -72,6 +73,25 @@ def test_vectors_aggregate_form(sandbox: Sandbox, allways: LoadedModule, allways
             assert r.ok and out == want, name
 
 
+def test_output_follows_the_abi_convention(allways_ref: ModuleType) -> None:
+    """docs/challenge-abi.md 3.1: [0] is the version (1), [1] the per-UID weights over the bundle's hotkeys;
+    the rest is trace (block, halted, recycle UID, pools, miners). `evaluate` reads the same element."""
+    outputs = [
+        (name, data, out) for name, data, out in read_aggregate_vectors(ALLWAYS_DIR) if isinstance(out, bytes)
+    ]
+    assert len(outputs) >= 20
+    uids = {name: uid for name, (_b, uid) in allways_ref.scenarios().items()}
+    for name, data, out in outputs:
+        bundle, doc = loads(data, 1 << 24), loads(out, 1 << 22)
+        assert doc[0] == 1 and len(doc) == 7, name
+        weights = doc[1]
+        assert len(weights) == len(bundle[2]), name
+        assert all(type(w) is int and w >= 0 for w in weights) and sum(weights) == ONE, name
+        assert doc[2] == bundle[1] and doc[3] is bundle[3] and 0 <= doc[4] < len(weights), name
+        want = allways_ref.score(data, dumps(uids[name]))
+        assert weights[uids[name]] // 10**9 == want, name
+
+
 def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     spec = load_spec(ALLWAYS_DIR)
     copy = tmp_path / "allways-swap"
@@ -96,7 +116,7 @@ def test_alternating_leaders_split_by_time(
     doc = run(sandbox, allways, allways_ref, sc["alternating-leaders"])
     assert row(doc, "m0")[2] == row(doc, "m1")[2] == 300 * L
     assert row(doc, "m0")[10] == row(doc, "m1")[10] == ONE // 4
-    assert doc[4][0] == ONE // 4 + ONE // 2  # UID 0 is m0 and also the recycle UID (53 >= n)
+    assert doc[1][0] == ONE // 4 + ONE // 2  # UID 0 is m0 and also the recycle UID (53 >= n)
 
 
 def test_tie_splits_evenly(
@@ -130,7 +150,7 @@ def test_solo_busy_and_empty_direction_recycle(
 ) -> None:
     doc = run(sandbox, allways, allways_ref, sc["solo-busy-recycles"])
     assert doc[5] == [[0, 600 * L], [0, 600 * L]]
-    assert row(doc, "m0")[10] == 0 and doc[4][0] == ONE  # all to the recycle UID
+    assert row(doc, "m0")[10] == 0 and doc[1][0] == ONE  # all to the recycle UID
     doc = run(sandbox, allways, allways_ref, sc["empty-direction-recycles"])
     assert doc[5][0] == [0, 600 * L] and row(doc, "m0")[10] == ONE // 2
 
@@ -169,16 +189,16 @@ def test_deregistered_and_never_active_miners_get_nothing(
     doc = run(sandbox, allways, allways_ref, sc["dereg-mid-window"])
     assert [r[1] for r in doc[6]] == ["m0"] and row(doc, "m0")[2] == 600 * L  # m1 had the better rate
     doc = run(sandbox, allways, allways_ref, sc["never-active"])
-    assert row(doc, "m0")[2] == 600 * L and doc[4][1] == 0
+    assert row(doc, "m0")[2] == 600 * L and doc[1][1] == 0
 
 
 def test_recycle_uid(
     sandbox: Sandbox, allways: LoadedModule, allways_ref: ModuleType, sc: dict[str, bytes]
 ) -> None:
     doc = run(sandbox, allways, allways_ref, sc["recycle-uid-out-of-range"])
-    assert doc[3] == 0 and doc[4][0] == ONE - 729 * 10**15 // 2
+    assert doc[4] == 0 and doc[1][0] == ONE - 729 * 10**15 // 2
     doc = run(sandbox, allways, allways_ref, sc["recycle-uid-53"])
-    assert doc[3] == 53 and doc[4][53] == ONE - 729 * 10**15 // 2 and doc[4][1] == 729 * 10**15 // 2
+    assert doc[4] == 53 and doc[1][53] == ONE - 729 * 10**15 // 2 and doc[1][1] == 729 * 10**15 // 2
 
 
 def test_deactivation_mid_window(
@@ -207,7 +227,7 @@ def test_halted_recycles_everything(
     sandbox: Sandbox, allways: LoadedModule, allways_ref: ModuleType, sc: dict[str, bytes]
 ) -> None:
     doc = run(sandbox, allways, allways_ref, sc["halted"])
-    assert doc[2] is True and doc[4] == [ONE, 0, 0, 0] and doc[6] == []
+    assert doc[3] is True and doc[1] == [ONE, 0, 0, 0] and doc[6] == []
 
 
 @pytest.mark.parametrize(
