@@ -35,9 +35,13 @@ from consensus.messages import DecisionPacket
 from dht import records
 from dht.records import (
     NS_BLOCK,
+    NS_CHECKPOINT,
     NS_CONTENT,
     NS_MANIFEST,
     RECORD_VALUE_CAP,
+    BlockHeader,
+    CheckpointIndex,
+    CheckpointIndexValidator,
     ChunkManifest,
     DecisionRef,
     DecisionValidator,
@@ -46,6 +50,7 @@ from dht.records import (
 )
 from dht.store import RecordStore, StoreFull
 from wire.codec import decode, encode
+from wire.errors import WireError
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +116,8 @@ class DhtNode:
     """One node's DHT: a KadDHT server on `host` plus the local store.
 
     Use inside the host's lifetime: ``async with DhtNode(host, ...).running() as dht: ...``.
+    `block_header` (see `records.BlockHeader`) enables checkpoint indexes (/bt-checkpoint/);
+    without it this node neither stores nor serves them.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class DhtNode:
         store_path: str | Path | None = None,
         metrics: MetricsSink | None = None,
         scheme: Scheme | None = None,
+        block_header: BlockHeader | None = None,
         timeout: float = 30.0,
         fetch_concurrency: int = 4,
         memory_budget: int = 512 * 1024 * 1024,
@@ -135,16 +143,10 @@ class DhtNode:
         self.memory_budget = memory_budget
         self.trim_interval = trim_interval
         self._fetch_limit = trio.CapacityLimiter(fetch_concurrency)
-        self.decisions = DecisionValidator(netuid, vset_for, scheme)
-        self.validator = _CountingValidator(
-            {
-                NS_CONTENT: records.ContentValidator(),
-                NS_MANIFEST: records.ManifestValidator(),
-                NS_BLOCK: self.decisions,
-            },
-            strict_validation=True,
-            metrics=self.metrics,
-        )
+        table = records.validators(netuid, vset_for, scheme, block_header)
+        self.decisions: DecisionValidator = table[NS_BLOCK]  # type: ignore[assignment]
+        self.checkpoints: CheckpointIndexValidator | None = table.get(NS_CHECKPOINT)  # type: ignore[assignment]
+        self.validator = _CountingValidator(table, strict_validation=True, metrics=self.metrics)
         # `store_path` makes a store validated by this node's own validator, closed by `running()`
         self._owns_store = store is None and store_path is not None
         self.store = RecordStore(store_path, self.validator) if self._owns_store else store  # type: ignore[arg-type]
@@ -329,6 +331,110 @@ class DhtNode:
         self.metrics.inc("dht_ops_total", op="get_decision", result="ok")
         return rec
 
+    # --- checkpoints -------------------------------------------------------------------------
+
+    async def put_checkpoint(
+        self, netuid: int, height: int, snapshot: bytes, next_block: DecisionPacket
+    ) -> str:
+        """Publish the checkpoint after block `height`: the snapshot as a blob (chunked above one
+        record), then the subnet's index record naming it (`records.CheckpointIndex`). The index
+        goes last, so a reader that finds it can find the snapshot. Refused (RecordRefused) unless
+        `next_block` is certified and commits to sha256(snapshot); returns the index key. An index
+        older than the one held already is kept out (select prefers the newer)."""
+        if netuid != self.netuid:
+            raise RecordRefused("wrong_netuid", f"this DHT serves netuid {self.netuid}, not {netuid}")
+        if self.checkpoints is None:
+            raise RecordRefused("unknown_namespace", "this DhtNode was built without a block_header")
+        key = records.checkpoint_key(netuid)
+        try:
+            manifest = records.split(snapshot)[0] if len(snapshot) > RECORD_VALUE_CAP else None
+            try:
+                value = encode(CheckpointIndex(height=height, next_block=next_block, snapshot=manifest))
+            except WireError as exc:  # the next block is too big to sit in one record with it
+                raise RecordRefused("oversize", f"checkpoint index: {exc}") from None
+            _, snapshot_key = self.checkpoints.decode_valid(key, value)  # before anything is stored
+            if records.blob_key(snapshot) != snapshot_key:
+                raise RecordRefused("root_mismatch", "the snapshot is not the state the block commits to")
+            await self.put_blob(snapshot)
+            await self._put(key, value)
+        except Exception:
+            self.metrics.inc("dht_ops_total", op="put_checkpoint", result="error")
+            raise
+        self.metrics.inc("dht_ops_total", op="put_checkpoint", result="ok")
+        logger.debug("published checkpoint %d (snapshot %s)", height, snapshot_key)
+        return key
+
+    async def get_checkpoint(self, netuid: int) -> tuple[int, bytes, DecisionPacket] | None:
+        """The newest checkpoint the network holds for `netuid`, as (height, snapshot bytes, next
+        block with certificate), or None. The index is asked of the network even when this node
+        holds one (the key is mutable, and a stale local copy must not hide a newer one); the
+        snapshot is fetched and checked against the certified state root (by hash, chunk by chunk).
+        Raises BlobNotFound / RecordRefused when a valid index names a snapshot nobody serves."""
+        if self.checkpoints is None:
+            raise RecordRefused("unknown_namespace", "this DhtNode was built without a block_header")
+        key = records.checkpoint_key(netuid)
+        value = await self._get_newest(key)
+        if value is None:
+            self.metrics.inc("dht_ops_total", op="get_checkpoint", result="not_found")
+            return None
+        try:
+            rec, snapshot_key = self.checkpoints.decode_valid(key, value)
+            snapshot = await self.get_blob(snapshot_key)
+        except Exception:
+            self.metrics.inc("dht_ops_total", op="get_checkpoint", result="error")
+            raise
+        self.metrics.inc("dht_ops_total", op="get_checkpoint", result="ok")
+        return rec.height, snapshot, rec.next_block
+
+    async def _get_newest(self, key: str) -> bytes | None:
+        """The best valid value for a key that can hold several (by `select`): ours or the
+        network's. KadDHT's get_value answers from local memory whenever it holds the key, so the
+        local entry is set aside while the network is asked; afterwards the local entry (memory
+        and store) is the best of all, whatever KadDHT or a peer's PUT left there meanwhile."""
+        kb = key.encode()
+        vs = self.kad.value_store
+        held = vs.store.pop(kb, None)
+        remote = None
+        try:
+            with trio.move_on_after(self.timeout):
+                remote = await self.kad.get_value(key)
+        finally:
+            if held is not None and kb not in vs.store:
+                vs.store[kb] = held
+        after = vs.store.get(kb)  # what KadDHT kept, or a peer put meanwhile
+        candidates: list[bytes] = []
+        for value in (
+            held[0].value if held is not None else None,
+            remote,
+            after[0].value if after is not None else None,
+        ):
+            if value is not None and value not in candidates:
+                try:
+                    self.validator.validate(key, value)  # KadDHT validated remote too; this is ours
+                    candidates.append(value)
+                except RecordRefused:
+                    pass  # counted by the validator
+        stored = None
+        if self.store is not None:
+            try:
+                stored = await trio.to_thread.run_sync(self.store.get, key)  # re-validated by get
+            except Exception:
+                stored = None  # deleted as invalid
+            if stored is not None and stored not in candidates:
+                candidates.append(stored)
+        if not candidates:
+            return None
+        best = candidates[self.validator.select(key, candidates)]
+        local = vs.store.get(kb)
+        if local is None or local[0].value != best:  # keep (and serve) the newest we have seen
+            vs.put(kb, best)
+        if self.store is not None and best != stored:
+            try:
+                await trio.to_thread.run_sync(self.store.put, key, best)
+            except StoreFull:
+                self.metrics.inc("dht_store_refused_total", reason="store_full")
+        return best
+
     # --- records -----------------------------------------------------------------------------
 
     async def _put(self, key: str, value: bytes) -> None:
@@ -370,8 +476,13 @@ class DhtNode:
             if value is not None:
                 return value
         value = None
+        # content and manifest records are immutable (valid iff they hash to the key), so the first
+        # valid answer is the answer: quorum=1 stops the lookup there, instead of waiting for every
+        # close peer and then re-pushing the whole record to each that lacked it (py-libp2p's entry
+        # correction), which halves the time a multi-chunk blob takes to fetch
+        quorum = 1 if key.startswith((f"/{NS_CONTENT}/", f"/{NS_MANIFEST}/")) else 0
         with trio.move_on_after(self.timeout):
-            value = await self.kad.get_value(key)
+            value = await self.kad.get_value(key, quorum=quorum)
         if value is None:
             raise BlobNotFound(key)
         self.validator.validate(key, value)  # KadDHT validated it too; this one is ours

@@ -25,7 +25,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from dht.kad import DhtNode
-from dht.records import VsetFor
+from dht.records import BlockHeader, VsetFor
 
 logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # it logs whole refused values as hex
 
@@ -54,6 +54,7 @@ async def dht_network(
     store_dir: Path | None = None,
     topology: str = "full",
     metrics_for: Callable[[int], object] | None = None,
+    block_header: BlockHeader | None = None,
 ) -> AsyncIterator[Net]:
     """Start `n` hosts, connect them (full mesh or a line), fill every routing table."""
     hosts = [make_host(f"{netuid}-{i}") for i in range(n)]
@@ -65,6 +66,7 @@ async def dht_network(
             store_path=store_dir / f"dht-{i}.sqlite" if store_dir is not None else None,
             timeout=15.0,
             metrics=metrics_for(i) if metrics_for else None,  # type: ignore[arg-type]
+            block_header=block_header,
         )
         for i, h in enumerate(hosts)
     ]

@@ -10,6 +10,13 @@ never make us store or serve a value we could not have produced ourselves:
   /bt-block/<netuid>/<height>       a decided block: `DecisionPacket` (or `DecisionRef` when the block
                                     does not fit in one record); valid iff its commit certificate
                                     is a quorum of the validator set the caller supplies for `height`
+  /bt-checkpoint/<netuid>           the newest checkpoint's index (`CheckpointIndex`): the decided
+                                    block h+1 with its certificate, whose header commits to the
+                                    state root = sha256 of the snapshot after h, and the snapshot's
+                                    chunk manifest; valid iff the certificate verifies and the
+                                    manifest is for exactly that root. Several valid values: the
+                                    highest height wins (`select`), so the key converges on the
+                                    newest checkpoint
 
 Keys are ASCII; hex is lowercase; netuid and height are decimal without leading zeros, so each
 record has exactly one key (two spellings of one key would let a peer bypass deduplication).
@@ -40,6 +47,7 @@ from wire.errors import WireError
 NS_CONTENT = "bt-content"
 NS_MANIFEST = "bt-manifest"
 NS_BLOCK = "bt-block"
+NS_CHECKPOINT = "bt-checkpoint"
 
 MIB = 1024 * 1024
 #: py-libp2p's MAX_RECORD_SIZE is 1 MiB for the whole serialized Record protobuf; 4 KiB covers the
@@ -89,6 +97,20 @@ class DecisionRef:
     block: ChunkManifest
 
 
+@wire_message("dht.checkpointindex", version=1, max_size=RECORD_VALUE_CAP)
+class CheckpointIndex:
+    """Where the newest checkpoint of a subnet is, in a form anyone can check without trusting
+    whoever stored it: the state after block `height` is the snapshot whose sha256 is the
+    `state_root` in the header of block `height + 1`, which `next_block`'s commit certificate
+    proves decided. The snapshot itself is a blob: `/bt-content/<state root hex>` when it fits in
+    one record (`snapshot` is then null), else `/bt-manifest/<sha256 of snapshot>` whose manifest
+    is given here (its `value_hash` must be the state root)."""
+
+    height: U64
+    next_block: DecisionPacket
+    snapshot: ChunkManifest | None
+
+
 # --- keys ----------------------------------------------------------------------------------------
 
 
@@ -111,6 +133,12 @@ def block_key(netuid: int, height: int) -> str:
     return f"/{NS_BLOCK}/{netuid}/{height}"
 
 
+def checkpoint_key(netuid: int) -> str:
+    if netuid < 0:
+        raise ValueError("netuid is non-negative")
+    return f"/{NS_CHECKPOINT}/{netuid}"
+
+
 def parse_key(key: str) -> tuple[str, tuple[str, ...]]:
     """Split a key into (namespace, parts), refusing every non-canonical spelling."""
     if not isinstance(key, str) or not key.startswith("/") or len(key) > 128:
@@ -122,6 +150,9 @@ def parse_key(key: str) -> tuple[str, tuple[str, ...]]:
     elif ns == NS_BLOCK:
         if len(parts) != 2 or not all(_DECIMAL.fullmatch(p) for p in parts):
             raise RecordRefused("bad_key", f"block key is /{NS_BLOCK}/<netuid>/<height>: {key!r:.80}")
+    elif ns == NS_CHECKPOINT:
+        if len(parts) != 1 or not _DECIMAL.fullmatch(parts[0]):
+            raise RecordRefused("bad_key", f"checkpoint key is /{NS_CHECKPOINT}/<netuid>: {key!r:.80}")
     else:
         raise RecordRefused("unknown_namespace", f"no validator for {key!r:.80}")
     return ns, tuple(parts)
@@ -301,24 +332,132 @@ class DecisionValidator(Validator):
         return min(range(len(values)), key=lambda i: bytes(values[i]))
 
 
-def make_validator(netuid: int, vset_for: VsetFor, scheme: Scheme | None = None) -> NamespacedValidator:
+#: Reads a decided block's bytes as (height, state_root): the node's block format is not this
+#: library's business (dht never imports validator_node), so the node passes it in.
+BlockHeader = Callable[[bytes], tuple[int, bytes]]
+
+
+class CheckpointIndexValidator(Validator):
+    """/bt-checkpoint/<netuid>: a `CheckpointIndex` that proves where a real checkpoint is.
+
+    Valid iff: the netuid is ours; `next_block` is block `height + 1` (by its certificate and by
+    its own header); its commit certificate is a quorum of `vset_for(height + 1)`; and the
+    snapshot reference is for exactly the state root that block commits to (a content key whose
+    hash is the root, or a consistent manifest whose `value_hash` is the root). So a record that
+    passes can only lead a reader to the certified state (or to nothing, if the snapshot blob is
+    missing); nobody can make the index point at other bytes. Verified (key, value digest) pairs
+    are cached like decided blocks.
+
+    `select` keeps the highest height (ties: the smallest encoding), so the single key per subnet
+    converges on the newest checkpoint and an older record can never replace a newer one.
+    """
+
+    def __init__(
+        self,
+        netuid: int,
+        vset_for: VsetFor,
+        block_header: BlockHeader,
+        scheme: Scheme | None = None,
+        cache: int = 64,
+    ) -> None:
+        self.netuid = netuid
+        self.vset_for = vset_for
+        self.block_header = block_header
+        self.scheme = scheme
+        self._cache: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._cache_size = cache
+
+    def validate(self, key: str, value: bytes) -> None:
+        self.decode_valid(key, value)
+
+    def decode_valid(self, key: str, value: bytes) -> tuple[CheckpointIndex, str]:
+        """The decoded index and the key of the snapshot blob it names; RecordRefused if invalid."""
+        ns, (netuid_s,) = parse_key(key)
+        if ns != NS_CHECKPOINT:
+            raise RecordRefused("bad_key", f"{key!r:.80} is not a checkpoint key")
+        if int(netuid_s) != self.netuid:
+            raise RecordRefused("wrong_netuid", f"record is for netuid {netuid_s}, we serve {self.netuid}")
+        _check_size(value)
+        try:
+            rec = decode(bytes(value), CheckpointIndex)
+        except WireError as exc:
+            raise RecordRefused("malformed", f"not a checkpoint index: {exc}") from None
+        nb, next_height = rec.next_block, rec.height + 1
+        cert = nb.certificate
+        if cert.height != next_height:
+            raise RecordRefused("wrong_height", f"certificate is for {cert.height}, not {next_height}")
+        if hashlib.sha256(nb.block).digest() != cert.block_hash:
+            raise RecordRefused("block_hash_mismatch", "block bytes do not match the certified hash")
+        try:
+            block_height, root = self.block_header(nb.block)
+        except Exception as exc:
+            raise RecordRefused("malformed", f"next block does not decode: {exc}") from None
+        if block_height != next_height:
+            raise RecordRefused("wrong_height", f"next block is {block_height}, not {next_height}")
+        if rec.snapshot is None:
+            snapshot_key = content_key(root)
+        else:
+            check_manifest(rec.snapshot)
+            if rec.snapshot.value_hash != root:
+                raise RecordRefused("root_mismatch", "snapshot manifest is not for the certified state root")
+            snapshot_key = manifest_key(rec.snapshot)
+        cache_key = (key, hashlib.sha256(value).digest())
+        if cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
+            return rec, snapshot_key
+        vset = self.vset_for(next_height)
+        if vset is None:
+            raise RecordRefused("no_validator_set", f"no known validator set for height {next_height}")
+        try:
+            verify_certificate(
+                cert, vset, self.netuid, self.scheme, height=next_height, block_hash=cert.block_hash
+            )
+        except CertificateError as exc:
+            raise RecordRefused("bad_certificate", str(exc)) from None
+        self._cache[cache_key] = None
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return rec, snapshot_key
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        def rank(i: int) -> tuple[int, bytes]:
+            try:
+                height = decode(bytes(values[i]), CheckpointIndex).height
+            except WireError:
+                height = -1
+            return -height, bytes(values[i])
+
+        return min(range(len(values)), key=rank)
+
+
+def make_validator(
+    netuid: int, vset_for: VsetFor, scheme: Scheme | None = None, block_header: BlockHeader | None = None
+) -> NamespacedValidator:
     """The strict namespaced validator for this project's DHT: keys outside our namespaces
-    (including py-libp2p's default /pk and /ipns) are refused."""
-    return NamespacedValidator(
-        {
-            NS_CONTENT: ContentValidator(),
-            NS_MANIFEST: ManifestValidator(),
-            NS_BLOCK: DecisionValidator(netuid, vset_for, scheme),
-        },
-        strict_validation=True,
-    )
+    (including py-libp2p's default /pk and /ipns) are refused. Checkpoint indexes need
+    `block_header`; without it that namespace is refused too."""
+    return NamespacedValidator(validators(netuid, vset_for, scheme, block_header), strict_validation=True)
+
+
+def validators(
+    netuid: int, vset_for: VsetFor, scheme: Scheme | None = None, block_header: BlockHeader | None = None
+) -> dict[str, Validator]:
+    """Namespace -> validator for this project's DHT."""
+    out: dict[str, Validator] = {
+        NS_CONTENT: ContentValidator(),
+        NS_MANIFEST: ManifestValidator(),
+        NS_BLOCK: DecisionValidator(netuid, vset_for, scheme),
+    }
+    if block_header is not None:
+        out[NS_CHECKPOINT] = CheckpointIndexValidator(netuid, vset_for, block_header, scheme)
+    return out
 
 
 def namespace_of(key: str) -> str:
     """The namespace of a key for metrics labels; never raises."""
     if isinstance(key, str) and key.startswith("/"):
         ns = key[1:].split("/", 1)[0]
-        if ns in (NS_CONTENT, NS_MANIFEST, NS_BLOCK):
+        if ns in (NS_CONTENT, NS_MANIFEST, NS_BLOCK, NS_CHECKPOINT):
             return ns
     return "other"
 
