@@ -9,6 +9,10 @@ length-prefixed consensus packets both ways.
 Per-link outbound queues are bounded; a full queue drops the packet and counts it (PBFT recovers
 from loss with view changes and decision transfer, whereas an unbounded queue would let one slow
 peer exhaust our memory).
+
+Application items between validators (submissions, attestations, registry items, evidence) go
+over GossipSub on the same host (gossip.py); the peers admitted by the handshake here are the
+only ones whose gossip is accepted and relayed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import multiaddr
 import trio
@@ -30,6 +35,9 @@ from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope
 from wire.errors import WireError
 from wire.keys import Hotkey
+
+if TYPE_CHECKING:
+    from validator_node.p2p.gossip import AppGossip
 
 log = logging.getLogger("validator_node.p2p")
 
@@ -94,6 +102,7 @@ class ConsensusTransport:
         on_submit: Callable[[object], str | None] | None = None,
         checkpoint: Callable[[], bytes | None] | None = None,
         on_link: Callable[[bytes, str], None] | None = None,
+        on_app_item: Callable[[bytes], None] | None = None,
     ) -> None:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -122,8 +131,26 @@ class ConsensusTransport:
         self.checkpoint = checkpoint
         self.on_link = on_link
         self.book = PeerBook()
+        # peer id -> hotkey of every peer that passed the attestation handshake and still holds
+        # a permit (kept across reconnects; newest peer id per hotkey): who may gossip to us
+        self.admitted: dict[str, bytes] = {}
         self._serial = 0
         self._nursery: trio.Nursery | None = None
+        self.gossip: AppGossip | None = None
+        if on_app_item is not None:
+            from validator_node.p2p.gossip import AppGossip
+
+            self.gossip = AppGossip(
+                self.host, netuid=netuid, metrics=metrics, admitted=self.is_admitted, on_item=on_app_item
+            )
+
+    def is_admitted(self, peer_id: str) -> bool:
+        return peer_id in self.admitted
+
+    def publish_item(self, data: bytes) -> None:
+        """Gossip an app item this node accepted to the other validators."""
+        if self.gossip is not None:
+            self.gossip.publish(data)
 
     @property
     def peer_id(self) -> str:
@@ -153,10 +180,35 @@ class ConsensusTransport:
             if self.checkpoint is not None:
                 self.host.set_stream_handler(TProtocol(CHECKPOINT_PROTOCOL), self._on_checkpoint_stream)
             log.info("p2p listening on %s as %s", ", ".join(self.addrs()), self.peer_id)
-            task_status.started()
-            for addr in bootstrap:
-                nursery.start_soon(self._dial_forever, addr)
-            await trio.sleep_forever()
+            # services on the host run in a nursery nested inside `host.run`, so that on the way
+            # out pubsub and gossipsub stop before the host does
+            try:
+                async with trio.open_nursery() as services:
+                    if self.gossip is not None:
+                        await services.start(self.gossip.run)
+                    task_status.started()
+                    for addr in bootstrap:
+                        nursery.start_soon(self._dial_forever, addr)
+                    await trio.sleep_forever()
+            finally:
+                await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        """py-libp2p 0.8.1 leaks sockets when a host stops under cancellation: a connection's
+        close can be cancelled after it marked itself closed, so later closes (the swarm's
+        included) return at once and the socket stays open. Close the muxed connections
+        ourselves, shielded, while the host still runs."""
+        network = self.host.get_network()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            for peer, conns in list(network.connections.items()):
+                for conn in list(conns):
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                    with contextlib.suppress(Exception):
+                        if not conn.muxed_conn.is_closed:
+                            await conn.muxed_conn.close()
+                with contextlib.suppress(Exception):
+                    await self.host.disconnect(peer)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -231,7 +283,7 @@ class ConsensusTransport:
 
     async def _on_submit_stream(self, stream: object) -> None:
         """Miners and the subnet owner hand items to a validator here: one reply per frame."""
-        from validator_node.pipeline.messages import APP_GOSSIP_TYPES
+        from validator_node.pipeline.messages import SUBMIT_TYPES
         from wire.codec import decode_any
 
         reader = FrameReader(stream, MAX_SUBMIT_FRAME)  # type: ignore[arg-type]
@@ -242,7 +294,7 @@ class ConsensusTransport:
                 if data is None:
                     break
                 try:
-                    item = decode_any(data, APP_GOSSIP_TYPES)
+                    item = decode_any(data, SUBMIT_TYPES)
                     reason = self.on_submit(item) if self.on_submit else "not accepting"
                 except WireError as exc:
                     self.metrics.inc("items_refused_total", kind="malformed")
@@ -306,6 +358,9 @@ class ConsensusTransport:
         self._serial += 1
         link = Link(hotkey, peer_id, send, self._serial)
         self.book.links[hotkey] = link
+        for old in [p for p, hk in self.admitted.items() if hk == hotkey and p != peer_id]:
+            del self.admitted[old]
+        self.admitted[peer_id] = hotkey
         self.metrics.set("p2p_peers", len(self.book.links))
         log.info("linked with validator %s (peer %s)", hotkey.hex()[:12], peer_id[-12:])
         if self.on_link is not None:
@@ -337,6 +392,9 @@ class ConsensusTransport:
 
     def readmit(self, permitted: frozenset[bytes]) -> None:
         """After a metagraph refresh: close links to validators that lost their permit."""
+        for peer_id, hotkey in list(self.admitted.items()):
+            if hotkey not in permitted:
+                del self.admitted[peer_id]
         for hotkey, link in list(self.book.links.items()):
             if hotkey not in permitted:
                 log.warning("validator %s lost its permit; closing its link", hotkey.hex()[:12])
