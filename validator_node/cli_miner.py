@@ -26,24 +26,47 @@ def submit_command(args: argparse.Namespace) -> int:
     import trio
 
     from validator_node.p2p.host import submit_items
-    from validator_node.pipeline.messages import MAX_INLINE_PAYLOAD, Submission
-    from wire.codec import encode
-    from wire.envelope import seal
-    from wire.keys import Hotkey
 
     payload = Path(args.file).read_bytes()
-    if len(payload) > MAX_INLINE_PAYLOAD:
-        print(
-            f"miner submit: payload is {len(payload)} bytes; the inline cap is {MAX_INLINE_PAYLOAD}",
-            file=sys.stderr,
-        )
-        return 2
-    hotkey = Hotkey.from_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
-    env = seal(Submission(args.challenge, args.epoch, args.nonce, payload), hotkey, args.netuid)
     try:
-        (reply,) = trio.run(submit_items, args.validator, [encode(env)])
+        item = submission_item(payload, args.challenge, args.epoch, args.nonce, args)
+    except ValueError as exc:
+        print(f"miner submit: {exc}", file=sys.stderr)
+        return 2
+    try:
+        (reply,) = trio.run(submit_items, args.validator, [item])
     except Exception as exc:
         print(f"miner submit: could not reach {args.validator}: {exc}", file=sys.stderr)
         return 1
     print(reply)
     return 0 if reply == "ok" else 1
+
+
+def submission_item(
+    payload: bytes, challenge: str, epoch: int, nonce: int, args: argparse.Namespace
+) -> bytes:
+    """The encoded item for the submit protocol: the signed submission, inline up to 256 KiB;
+    above that, signed with a `payload_ref` and sent together with the bytes."""
+    import hashlib
+
+    from validator_node.pipeline.messages import (
+        MAX_INLINE_PAYLOAD,
+        MAX_REF_PAYLOAD,
+        LargeSubmission,
+        PayloadRef,
+        Submission,
+    )
+    from wire.codec import encode
+    from wire.envelope import seal
+    from wire.keys import Hotkey
+
+    if len(payload) > MAX_REF_PAYLOAD:
+        raise ValueError(f"payload is {len(payload)} bytes; the cap is {MAX_REF_PAYLOAD}")
+    hotkey = Hotkey.from_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
+    if len(payload) <= MAX_INLINE_PAYLOAD:
+        return encode(seal(Submission(challenge, epoch, nonce, payload), hotkey, args.netuid))
+    from validator_node.payloads import dht_key_of
+
+    ref = PayloadRef(hashlib.sha256(payload).digest(), len(payload), dht_key_of(payload))
+    env = seal(Submission(challenge, epoch, nonce, b"", ref), hotkey, args.netuid)
+    return encode(LargeSubmission(env, payload))
