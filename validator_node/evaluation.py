@@ -8,6 +8,7 @@ appended to the hash-chained audit log under the node's data dir.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ import trio
 
 from registry.manifest import ChallengeManifest
 from validator_node.metrics import Metrics
+from validator_node.pipeline.evidence import AggregateOutputInvalid, scores_from_output
 from validator_node.pipeline.state import Admitted
+
+log = logging.getLogger("validator_node.evaluation")
 
 
 class Evaluator:
@@ -43,6 +47,12 @@ class Evaluator:
                 self._loaded[manifest.wasm_sha256] = loaded
             return loaded
 
+    def close(self) -> None:
+        """Close the audit log (the sandbox's only open file)."""
+        with self._lock:
+            if self._pool is not None and self._pool.sandbox.audit is not None:
+                self._pool.sandbox.audit.close()
+
     async def evaluate(self, manifest: ChallengeManifest, wasm: bytes, sub: Admitted) -> Any:
         from runtime.policy import Policy
 
@@ -57,3 +67,71 @@ class Evaluator:
         self.metrics.inc("evaluation_fuel_total", result.fuel_used, challenge=manifest.challenge_id)
         self.metrics.inc("evaluation_seconds_total", result.duration_s, challenge=manifest.challenge_id)
         return result
+
+
+class SandboxAggregator:
+    """The rules' `Aggregator` (pipeline.evidence): runs `aggregate` in the sandbox, once per
+    (module, bundle).
+
+    The rules call it while validating, proposing and applying the epoch's weights block, so the
+    result is memoised; the node warms the memo in a worker thread as soon as a bundle is agreed,
+    so the weights block itself never waits for a module. A local wall-clock timeout is not a
+    verdict others share, so it is not memoised (the next call runs the module again)."""
+
+    def __init__(self, evaluator: Evaluator, validate_module: Any, metrics: Metrics) -> None:
+        self.evaluator = evaluator
+        self.validate_module = validate_module
+        self.metrics = metrics
+        self._memo: dict[tuple[bytes, bytes], bytes | None] = {}
+        self._lock = threading.Lock()
+
+    def epoch_scored(self, manifest: ChallengeManifest, wasm: bytes) -> bool:
+        try:
+            info = self.validate_module(wasm, manifest.policy)
+        except Exception:  # a module that fails validation was never registered
+            return False
+        return bool(getattr(info, "has_aggregate", False))
+
+    def aggregate(self, manifest: ChallengeManifest, wasm: bytes, bundle: bytes) -> bytes | None:
+        import hashlib
+
+        from runtime import errors
+        from runtime.policy import Policy
+
+        key = (manifest.wasm_sha256, hashlib.sha256(bundle).digest())
+        with self._lock:  # one run per key, even when the warm-up and the rules ask at once
+            if key in self._memo:
+                return self._memo[key]
+            policy = Policy.from_dict(manifest.policy.to_dict())
+            loaded = self.evaluator._load(manifest, wasm, policy)
+            out, res = self.evaluator._pool.sandbox.call_packed(loaded, "aggregate", bundle, policy=policy)
+            kind = res.error_kind or "ok"
+            self.metrics.inc("aggregations_total", challenge=manifest.challenge_id, result=kind)
+            self.metrics.inc("aggregation_fuel_total", res.fuel_used, challenge=manifest.challenge_id)
+            log.info(
+                "aggregated %s over a %d-byte bundle %s: %s, %d fuel, %.1f ms",
+                manifest.challenge_id,
+                len(bundle),
+                key[1].hex()[:12],
+                kind if res.error_kind else f"{len(out or b'')} bytes out",
+                res.fuel_used,
+                res.duration_s * 1000,
+            )
+            if res.error_kind == errors.TIMEOUT:
+                return None
+            if out is not None:
+                try:
+                    scores_from_output(out, 1 << 16)
+                except AggregateOutputInvalid as exc:  # the rules score it as nothing; say why
+                    self.metrics.inc(
+                        "aggregations_total", challenge=manifest.challenge_id, result="bad_convention"
+                    )
+                    log.warning(
+                        "%s's aggregate output breaks ABI 3.1 (scores nothing): %s",
+                        manifest.challenge_id,
+                        exc,
+                    )
+            self._memo[key] = out
+            if len(self._memo) > 64:
+                self._memo.pop(next(iter(self._memo)))
+            return out

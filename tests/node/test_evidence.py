@@ -1,0 +1,343 @@
+"""Evidence for epoch-scored challenges: votes, agreement by stake, and scoring by `aggregate`.
+
+The rules are pure (`pipeline.evidence`, `pipeline.state`); the module runs in the real sandbox
+(`SandboxAggregator`), and the BitDefense bundle is built by the node's real evidence source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus.validators import ValidatorSet
+from registry.manifest import ChallengeManifest, ModulePolicy
+from registry.state import OP_ACTIVATE, genesis, runtime_validator, sign_command, sign_manifest
+from validator_node.evaluation import Evaluator, SandboxAggregator
+from validator_node.evidence import BitDefenseRounds, _challenge_module
+from validator_node.metrics import Metrics
+from validator_node.pipeline.evidence import (
+    AggregateOutputInvalid,
+    agreed_hash,
+    evidence_cut,
+    in_evidence_window,
+    scores_from_output,
+)
+from validator_node.pipeline.messages import (
+    EMPTY_BODY,
+    Attestation,
+    BlockBody,
+    EpochInfo,
+    EvidenceBundle,
+    EvidenceVote,
+    NeuronEntry,
+    RegistryItem,
+    Submission,
+)
+from validator_node.pipeline.snapshot import restore, snapshot, state_root
+from validator_node.pipeline.state import (
+    BODY_BUDGET,
+    AppState,
+    BlockRejected,
+    apply_body,
+    build_body,
+    derive_weights,
+    epoch_scores,
+    submission_id,
+    vote_key,
+)
+from wire.cbor import dumps
+from wire.codec import encode
+from wire.envelope import SignedEnvelope, seal
+from wire.keys import Hotkey
+
+NETUID = 9
+B = 8  # heights 1..8: submissions 2, attestations 3, cut 4, votes 5..7, weights 8
+CUT = 4
+CID = "bitdefense-invariants"
+OWNER = Hotkey.from_name("evidence-owner")
+VALS = [Hotkey.from_name(f"evidence-v{i}") for i in range(4)]
+MINERS = [Hotkey.from_name(f"evidence-m{i}") for i in range(3)]
+STAKES = [400, 300, 200, 100]
+VSET = ValidatorSet.of((k.public_key, s) for k, s in zip(VALS, STAKES, strict=True))
+NEURONS = tuple(
+    NeuronEntry(uid, k.public_key, stake, permit)
+    for uid, (k, stake, permit) in enumerate(
+        [(OWNER, 0, False)]
+        + [(k, s, True) for k, s in zip(VALS, STAKES, strict=True)]
+        + [(m, 0, False) for m in MINERS]
+    )
+)
+INFO = EpochInfo(0, NEURONS, 0, 1, 65535, 1, 0)
+DIR = Path(__file__).resolve().parents[2] / "challenges" / CID
+META = tomllib.loads((DIR / "challenge.toml").read_text())
+WASM = (DIR / META["challenge"]["module"]).read_bytes()
+ROUNDS = _challenge_module(CID, "rounds")
+P = b"p" * 32
+
+
+@pytest.fixture(scope="module")
+def aggregator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxAggregator]:
+    evaluator = Evaluator(tmp_path_factory.mktemp("sandbox"), Metrics())
+    yield SandboxAggregator(evaluator, runtime_validator, Metrics())
+    evaluator.close()
+
+
+def start(**policy: int) -> AppState:
+    m = ChallengeManifest(
+        CID, CID, 1, hashlib.sha256(WASM).digest(), len(WASM), 1,
+        ModulePolicy.from_dict({**META["policy"], **policy}), 500_000_000, 0, b"", 0, 1,
+    )  # fmt: skip
+    registry = (
+        RegistryItem(sign_manifest(m, OWNER, NETUID), WASM),
+        RegistryItem(sign_command(OP_ACTIVATE, CID, 2, OWNER, NETUID), None),
+    )
+    s0 = AppState(NETUID, B, genesis(NETUID, OWNER.public_key))
+    return apply_body(s0, BlockBody(INFO, registry, (), (), None), height=1, parent=bytes(32), vset=VSET)
+
+
+def vote(v: Hotkey, bundle: bytes, epoch: int = 0, challenge: str = CID) -> SignedEnvelope:
+    return seal(EvidenceVote(challenge, epoch, hashlib.sha256(bundle).digest()), v, NETUID)
+
+
+def votes_body(votes: list[SignedEnvelope], bundles: list[bytes] = (), epoch: int = 0) -> BlockBody:  # type: ignore[assignment]
+    return BlockBody(
+        None,
+        (),
+        (),
+        (),
+        None,
+        tuple(sorted(votes, key=vote_key)),
+        tuple(EvidenceBundle(CID, epoch, b) for b in bundles),
+    )
+
+
+def at_cut(aggregator: SandboxAggregator) -> AppState:
+    """The state after the cut: every miner answered every round at height 2, and the validators
+    attested the latencies they saw at height 3 (miner i: 500 * (i + 1) ms, one liar at 1 ms)."""
+    s = start()
+    subs = [
+        seal(Submission(CID, 0, r, ROUNDS.answer(kind, 0, r, i)), m, NETUID)
+        for i, (m, kind) in enumerate(zip(MINERS, ROUNDS.MINER_KINDS, strict=True))
+        for r in range(ROUNDS.ROUNDS_PER_EPOCH)
+    ]
+    s = apply_body(
+        s,
+        BlockBody(None, (), tuple(sorted(subs, key=submission_id)), (), None),
+        height=2,
+        parent=P,
+        vset=VSET,
+    )
+    uid_of = {n.hotkey: n.uid for n in NEURONS}
+    atts = [
+        seal(
+            Attestation(0, submission_id(e), 1 if v is VALS[3] else 500 * (uid_of[e.signer] - 4), None),
+            v,
+            NETUID,
+        )
+        for e in subs
+        for v in VALS
+    ]
+    atts.sort(key=lambda e: (_sid(e), e.signer))
+    s = apply_body(
+        s, BlockBody(None, (), (), tuple(atts), None), height=3, parent=P, vset=VSET, aggregate=aggregator
+    )
+    return apply_body(s, EMPTY_BODY, height=CUT, parent=P, vset=VSET, aggregate=aggregator)
+
+
+def _sid(env: SignedEnvelope) -> bytes:
+    from wire.codec import decode
+
+    return decode(env.body, Attestation).submission_id
+
+
+def close_epoch(
+    s: AppState, aggregator: SandboxAggregator, first: int = CUT + 1
+) -> tuple[AppState, dict[int, int]]:
+    for h in range(first, B):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET, aggregate=aggregator)
+    w = derive_weights(s, VSET, 0, aggregator)
+    apply_body(s, BlockBody(None, (), (), (), w), height=B, parent=P, vset=VSET, aggregate=aggregator)
+    (row,) = w.rows
+    return s, dict(zip(row.uids, row.weights, strict=True))
+
+
+def test_window_heights() -> None:
+    assert evidence_cut(1, 8) == 4 and evidence_cut(8, 8) == 4 and evidence_cut(9, 8) == 12
+    assert [h for h in range(1, 17) if in_evidence_window(h, 8)] == [5, 6, 7, 13, 14, 15]
+    assert evidence_cut(3, 4) is None and not any(in_evidence_window(h, 4) for h in range(1, 9))
+
+
+def test_bundle_from_decided_answers_scores_with_stake_weighted_latency(
+    aggregator: SandboxAggregator,
+) -> None:
+    s = at_cut(aggregator)
+    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
+    assert bundle == BitDefenseRounds().observe(CID, 0, CUT, s, VSET)  # every honest validator agrees
+    rounds = ROUNDS.ref.parse(bundle)["rounds"]
+    assert len(rounds) == ROUNDS.ROUNDS_PER_EPOCH
+    # the liar's 1 ms is outvoted: the stake-weighted median is the honest 500 * (i + 1)
+    assert {uid: lat for r in rounds for uid, _, lat in r[3]} == {5: 500, 6: 1000, 7: 1500}
+    # attestations of an epoch-scored challenge are observations, never scores
+    assert CID not in epoch_scores(s, VSET, aggregator)
+    s = apply_body(
+        s, votes_body([vote(v, bundle) for v in VALS[:3]], [bundle]), height=5, parent=P, vset=VSET
+    )
+    assert agreed_hash(s.evidence_votes[CID], VSET) == hashlib.sha256(bundle).digest()
+    scores = epoch_scores(s, VSET, aggregator)[CID]
+    assert set(scores) <= {5, 6, 7} and scores.get(5, 0) > 0  # the honest engine (uid 5) scores
+    _, weights = close_epoch(s, aggregator, first=6)
+    assert weights[5] > 0
+
+
+def test_votes_below_quorum_score_nothing_and_a_minority_cannot_forge(aggregator: SandboxAggregator) -> None:
+    s = at_cut(aggregator)
+    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
+    forged = ROUNDS.build_bundle(
+        0, [n.hotkey.hex() for n in NEURONS], [(7, 2, ROUNDS.answer("honest", 0, 0, 2), 1)]
+    )
+    # 400 + 200 of 1000 is not a quorum (3s > 2t): nothing is agreed; the share burns to the owner
+    thin = apply_body(
+        s, votes_body([vote(VALS[0], bundle), vote(VALS[2], bundle)], [bundle]), height=5, parent=P, vset=VSET
+    )
+    assert agreed_hash(thin.evidence_votes[CID], VSET) is None
+    assert epoch_scores(thin, VSET, aggregator).get(CID) is None
+    _, weights = close_epoch(thin, aggregator, first=6)
+    assert set(weights) == {0}
+    # the 100-stake validator votes for forged evidence: the honest quorum's bundle still scores
+    mixed = [vote(v, bundle) for v in VALS[:3]] + [vote(VALS[3], forged)]
+    s2 = apply_body(s, votes_body(mixed, [bundle]), height=5, parent=P, vset=VSET)
+    s2 = apply_body(s2, votes_body([], [forged]), height=6, parent=P, vset=VSET)
+    assert len(s2.evidence) == 2
+    assert (
+        epoch_scores(s2, VSET, aggregator)[CID]
+        == epoch_scores(
+            apply_body(s, votes_body(mixed[:3], [bundle]), height=5, parent=P, vset=VSET), VSET, aggregator
+        )[CID]
+    )
+
+
+@pytest.mark.parametrize(
+    ("height", "make", "reason"),
+    [
+        (3, lambda b: votes_body([vote(VALS[0], b)]), "outside_evidence_window"),
+        (8, lambda b: votes_body([vote(VALS[0], b)]), "busy_weights_block|outside_evidence_window|weights"),
+        (5, lambda b: votes_body([vote(MINERS[0], b)]), "evidence_not_validator"),
+        (5, lambda b: votes_body([vote(VALS[0], b, epoch=1)]), "wrong_epoch"),
+        (5, lambda b: votes_body([vote(VALS[0], b, challenge="maxsat")]), "inactive_challenge"),
+        (5, lambda b: votes_body([], [b]), "unvoted_evidence"),
+        (5, lambda b: votes_body([vote(VALS[0], b)], [b], epoch=1), "wrong_epoch"),
+        (5, lambda b: BlockBody(None, (), (), (), None, (vote(VALS[0], b),) * 2), "unsorted_items"),
+    ],
+)
+def test_bad_evidence_is_refused(height: int, make, reason: str) -> None:  # type: ignore[no-untyped-def]
+    s = start()
+    for h in range(2, height):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    with pytest.raises(BlockRejected, match=reason):
+        apply_body(s, make(b"bundle"), height=height, parent=P, vset=VSET)
+
+
+def test_a_second_vote_and_a_repeated_bundle_are_refused() -> None:
+    s = start()
+    for h in range(2, 5):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = apply_body(s, votes_body([vote(VALS[0], b"one")], [b"one"]), height=5, parent=P, vset=VSET)
+    with pytest.raises(BlockRejected, match="duplicate_evidence_vote"):
+        apply_body(s, votes_body([vote(VALS[0], b"two")]), height=6, parent=P, vset=VSET)
+    with pytest.raises(BlockRejected, match="duplicate_evidence"):
+        apply_body(s, votes_body([], [b"one"]), height=6, parent=P, vset=VSET)
+
+
+def test_evidence_survives_a_snapshot_and_resets_with_the_epoch() -> None:
+    s = start()
+    for h in range(2, 5):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = apply_body(s, votes_body([vote(v, b"e") for v in VALS], [b"e"]), height=5, parent=P, vset=VSET)
+    assert restore(snapshot(s)) == s
+    assert state_root(restore(snapshot(s))) == state_root(s)
+    for h in range(6, B):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = apply_body(s, BlockBody(None, (), (), (), derive_weights(s, VSET, 0)), height=B, parent=P, vset=VSET)
+    s = apply_body(s, BlockBody(replace(INFO, epoch=1), (), (), (), None), height=B + 1, parent=P, vset=VSET)
+    assert s.evidence_votes == {} and s.evidence == {}
+
+
+def test_leader_puts_votes_and_one_bundle_in_window_blocks_only() -> None:
+    s = start()
+    pools = {
+        "evidence_vote_pool": [vote(v, b"x") for v in VALS] + [vote(MINERS[0], b"x")],
+        "evidence_pool": [EvidenceBundle(CID, 0, b"x"), EvidenceBundle(CID, 0, b"unvoted")],
+    }
+    common = {
+        "vset": VSET,
+        "epoch_info": INFO,
+        "registry_pool": [],
+        "submission_pool": [],
+        "attestation_pool": [],
+    }
+    early = build_body(s, height=2, parent=P, **common, **pools)  # type: ignore[arg-type]
+    assert early.evidence_votes == () and early.evidence == ()
+    for h in range(2, 5):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    body = build_body(s, height=5, parent=P, **common, **pools)  # type: ignore[arg-type]
+    assert len(body.evidence_votes) == 4 and [e.bundle for e in body.evidence] == [b"x"]
+    apply_body(s, body, height=5, parent=P, vset=VSET)
+
+
+def test_a_proposal_stays_within_the_block_budget() -> None:
+    s = start(max_submission_bytes=1024 * 1024)
+    from validator_node.pipeline.messages import MAX_INLINE_PAYLOAD
+
+    big = [
+        seal(Submission(CID, 0, n, b"\x07" * (MAX_INLINE_PAYLOAD - 64)), m, NETUID)
+        for m in MINERS
+        for n in range(2)
+    ]
+    body = build_body(
+        s,
+        height=2,
+        parent=P,
+        vset=VSET,
+        epoch_info=INFO,
+        registry_pool=[],
+        submission_pool=big,
+        attestation_pool=[],
+    )
+    assert len(encode(body)) <= BODY_BUDGET
+    assert len(body.submissions) == 3  # six would be 1.5 MiB; each of three more did not fit
+    apply_body(s, body, height=2, parent=P, vset=VSET)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 10**20), min_size=1, max_size=40))
+def test_scores_from_output_normalise_exactly(weights: list[int]) -> None:
+    scores = scores_from_output(dumps([1, weights, "trace"]), 40)
+    total = sum(weights)
+    assert sum(scores.values()) <= 1_000_000_000
+    assert all(s > 0 for s in scores.values())
+    for uid, w in enumerate(weights):
+        assert scores.get(uid, 0) == (w * 1_000_000_000 // total if total else 0)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        b"\xff",
+        dumps([2, [1]]),
+        dumps([1, 5]),
+        dumps([1, [1, -1]]),
+        dumps([1, [1, True]]),
+        dumps({"w": 1}),
+        dumps([1, [1] * 9]),
+    ],
+)
+def test_outputs_off_the_convention_are_refused(output: bytes) -> None:
+    with pytest.raises(AggregateOutputInvalid):
+        scores_from_output(output, 8)
