@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import replace
 
 from consensus.validators import ValidatorSet
 from registry.state import ModuleCheckFailed, genesis, runtime_validator
 from validator_node.block import Block, build_block, check_block
 from validator_node.chain.base import Chain
+from validator_node.pipeline.evidence import MAX_POOLED_BUNDLES, Aggregator, bundle_hash
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
     Attestation,
     BlockBody,
     EpochInfo,
+    EvidenceBundle,
+    EvidenceVote,
     NeuronEntry,
     RegistryItem,
     Submission,
@@ -36,6 +40,7 @@ from validator_node.pipeline.state import (
     build_body,
     epoch_scores,
     submission_id,
+    vote_key,
 )
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope, open_envelope
@@ -83,6 +88,13 @@ class Application:
         self.submission_pool: dict[bytes, SignedEnvelope] = {}
         self.attestation_pool: dict[tuple[bytes, bytes], SignedEnvelope] = {}
         self.registry_pool: dict[bytes, RegistryItem] = {}
+        self.evidence_vote_pool: dict[tuple[str, bytes], SignedEnvelope] = {}
+        self.evidence_pool: dict[tuple[str, bytes], EvidenceBundle] = {}
+        # runs challenge modules for epoch-scored challenges; the node sets it (None: none are)
+        self.aggregator: Aggregator | None = None
+        # local observations for latency attestations (monotonic seconds; never decided as such)
+        self.first_seen: dict[bytes, float] = {}
+        self.epoch_started_at: dict[int, float] = {}
         self._module_ok: dict[tuple[bytes, bytes], object] = {}
         self.last_epoch_scores: tuple[int, dict[str, dict[int, int]]] | None = None
 
@@ -140,6 +152,7 @@ class Application:
                 parent=self.tip_hash,
                 vset=self.vset,
                 validate_module=self.validate_module,
+                aggregate=self.aggregator,
             )
         except BlockRejected as exc:
             return str(exc)
@@ -152,8 +165,11 @@ class Application:
         if block.state_root != self.root:
             raise BlockRejected("state_diverged", f"decided block {height} commits to another state root")
         before = self.state
+        if before.is_epoch_start(height):
+            self.epoch_started_at = {before.epoch_of(height): time.monotonic()}
         if before.is_epoch_end(height):  # keep the closing epoch's scores for the leaderboard
-            self.last_epoch_scores = (before.epoch_of(height), epoch_scores(before, self.vset))
+            scores = epoch_scores(before, self.vset, self.aggregator)
+            self.last_epoch_scores = (before.epoch_of(height), scores)
         self.state = apply_body(
             before,
             body,
@@ -161,6 +177,7 @@ class Application:
             parent=self.tip_hash,
             vset=self.vset,
             validate_module=self.validate_module,
+            aggregate=self.aggregator,
         )
         self.tip_height, self.tip_hash = height, hashlib.sha256(data).digest()
         self.tip_chain_block = block.chain_block
@@ -176,6 +193,10 @@ class Application:
             self.attestation_pool.pop((attestation_key(env), env.signer), None)
         for item in body.registry:
             self.registry_pool.pop(hashlib.sha256(encode(item)).digest(), None)
+        for env in body.evidence_votes:
+            self.evidence_vote_pool.pop(vote_key(env), None)
+        for ev in body.evidence:
+            self.evidence_pool.pop((ev.challenge_id, bundle_hash(ev.bundle)), None)
         last = self.state.registry.last_nonce  # replays and superseded actions can never apply
         for k in [k for k, item in self.registry_pool.items() if _nonce_of(item) <= last]:
             del self.registry_pool[k]
@@ -183,9 +204,16 @@ class Application:
         stale = [k for k, e in self.submission_pool.items() if _epoch_of_submission(e) != epoch]
         for k in stale:
             del self.submission_pool[k]
+        seen = self.first_seen
+        for k in [k for k in seen if k not in self.submission_pool and k not in self.state.submissions]:
+            del seen[k]
         live = self.state.submissions
         for k in [k for k in self.attestation_pool if k[0] not in live]:
             del self.attestation_pool[k]
+        for k in [k for k, ev in self.evidence_pool.items() if ev.epoch != epoch]:
+            del self.evidence_pool[k]
+        for k in [k for k, e in self.evidence_vote_pool.items() if _epoch_of_vote(e) != epoch]:
+            del self.evidence_vote_pool[k]
 
     def propose(self, height: int, proposer: bytes, chain_block: int) -> bytes:
         body = build_body(
@@ -198,9 +226,21 @@ class Application:
             submission_pool=list(self.submission_pool.values()),
             attestation_pool=list(self.attestation_pool.values()),
             validate_module=self.validate_module,
+            aggregate=self.aggregator,
+            evidence_vote_pool=list(self.evidence_vote_pool.values()),
+            evidence_pool=list(self.evidence_pool.values()),
         )
         chain_block = max(chain_block, self.tip_chain_block)
         return build_block(height, self.tip_hash, proposer, chain_block, self.root, encode(body))
+
+    def observed_latency_ms(self, sid: bytes, epoch: int) -> int | None:
+        """How long after this node decided the epoch's first block the submission reached it
+        (None if this node did not see the epoch start, e.g. it restarted since)."""
+        started = self.epoch_started_at.get(epoch)
+        if started is None:
+            return None
+        seen = self.first_seen.get(sid, time.monotonic())
+        return max(0, int((seen - started) * 1000))
 
     def install(self, state: AppState, height: int, tip_hash: bytes) -> None:
         """Adopt a verified checkpoint: the state after block `height`, whose hash is `tip_hash`."""
@@ -210,9 +250,11 @@ class Application:
 
     # --- pools ------------------------------------------------------------------------------
 
-    def offer(self, item: SignedEnvelope | RegistryItem) -> str | None:
+    def offer(self, item: SignedEnvelope | RegistryItem | EvidenceBundle) -> str | None:
         """Pool an item from a miner, the owner or a peer. Returns None if new and plausible,
         else why not (cheap checks only: the block rules decide)."""
+        if isinstance(item, EvidenceBundle):
+            return self._offer_evidence(item)
         if isinstance(item, RegistryItem):
             key = hashlib.sha256(encode(item)).digest()
             if key in self.registry_pool:
@@ -233,6 +275,8 @@ class Application:
             return self._offer_submission(item)
         if tag == "app.attestation":
             return self._offer_attestation(item)
+        if tag == "app.evidencevote":
+            return self._offer_evidence_vote(item)
         return f"unexpected item {tag}"
 
     def _offer_submission(self, env: SignedEnvelope) -> str | None:
@@ -254,6 +298,7 @@ class Application:
         if mine >= 4 * MAX_SUBMISSIONS_PER_MINER:
             return "rate limited: too many pending submissions from this miner"
         self.submission_pool[sid] = env
+        self.first_seen.setdefault(sid, time.monotonic())
         return None
 
     def _offer_attestation(self, env: SignedEnvelope) -> str | None:
@@ -270,6 +315,48 @@ class Application:
             return "attestation for an unknown submission"
         self.attestation_pool[key] = env
         return None
+
+    def _offer_evidence_vote(self, env: SignedEnvelope) -> str | None:
+        if env.signer not in self.vset:
+            return "evidence vote from a non-validator"
+        try:
+            vote = open_envelope(env, EvidenceVote, self.netuid)
+        except WireError as exc:
+            return str(exc)
+        if vote.epoch != self.state.epoch_of(self.tip_height + 1):
+            return f"evidence vote for epoch {vote.epoch}"
+        key = (vote.challenge_id, env.signer)
+        if key in self.evidence_vote_pool or env.signer in self.state.evidence_votes.get(
+            vote.challenge_id, {}
+        ):
+            return "duplicate"
+        self.evidence_vote_pool[key] = env
+        return None
+
+    def _offer_evidence(self, item: EvidenceBundle) -> str | None:
+        key = (item.challenge_id, bundle_hash(item.bundle))
+        if item.epoch != self.state.epoch_of(self.tip_height + 1):
+            return f"evidence for epoch {item.epoch}"
+        if key in self.evidence_pool or key in self.state.evidence:
+            return "duplicate"
+        # unsigned and up to 512 KiB: keep a few per challenge, then only ones a vote names
+        voted = {h for h in self.state.evidence_votes.get(item.challenge_id, {}).values()} | {
+            decode(e.body, EvidenceVote).bundle_sha256
+            for (c, _), e in self.evidence_vote_pool.items()
+            if c == item.challenge_id
+        }
+        pooled = sum(1 for c, _ in self.evidence_pool if c == item.challenge_id)
+        if key[1] not in voted and pooled >= MAX_POOLED_BUNDLES:
+            return "evidence no vote names, and the pool for this challenge is full"
+        self.evidence_pool[key] = item
+        return None
+
+
+def _epoch_of_vote(env: SignedEnvelope) -> int:
+    try:
+        return decode(env.body, EvidenceVote).epoch
+    except WireError:
+        return -1
 
 
 def decode_tag(body: bytes) -> str:

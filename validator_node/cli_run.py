@@ -39,6 +39,13 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("api.host", str, "127.0.0.1", "HTTP API / dashboard / metrics address"),
     ("api.port", int, None, "HTTP API port (off unless given; 0 picks a free port)"),
     ("dht", int, 1, "1: keep decided blocks and checkpoints in the Kademlia DHT; 0: off"),
+    (
+        "evidence",
+        str,
+        "",
+        "CHALLENGE=SOURCE,...: where this validator observes evidence for epoch-scored challenges "
+        "(sources: bitdefense-rounds, swap-market-sim)",
+    ),
 ]
 
 
@@ -147,6 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
         api_host=opts["api.host"],
         api_port=opts["api.port"],
         dht=bool(opts["dht"]),
+        evidence=opts["evidence"],
     )
     try:
         node = ValidatorNode(cfg, hotkey, chain)
@@ -169,6 +177,8 @@ def run_command(args: argparse.Namespace) -> int:
             raise
         log.info("stopped (libp2p teardown noise suppressed)")
     finally:
+        node.evaluator.close()
+        node.payloads.close()
         node.store.close()
     return 0
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,18 @@ from consensus.messages import DecisionPacket
 from consensus.validators import ValidatorSet
 from validator_node.app import Application, epoch_info_from_chain
 from validator_node.chain.base import Chain
-from validator_node.evaluation import Evaluator
+from validator_node.evaluation import Evaluator, SandboxAggregator
+from validator_node.evidence import EvidenceDuty, parse_sources
 from validator_node.metrics import Metrics
 from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
-from validator_node.pipeline.messages import APP_GOSSIP_TYPES, Attestation, EpochWeights, RegistryItem
+from validator_node.payloads import PayloadDuty, PayloadStore
+from validator_node.pipeline.messages import (
+    APP_GOSSIP_TYPES,
+    Attestation,
+    EpochWeights,
+    LargeSubmission,
+    RegistryItem,
+)
 from validator_node.pipeline.state import Admitted
 from validator_node.state_sync import StateSync
 from validator_node.store import NodeStore
@@ -46,9 +54,9 @@ from wire.keys import Hotkey, public_key_of
 
 log = logging.getLogger("validator_node")
 
-# first byte of every frame on a validator link: which layer it is for
+# first byte of every frame on a validator link: which layer it is for. Only consensus is left
+# (0x01, app items, moved to GossipSub: p2p/gossip.py); other values are counted and dropped.
 CONSENSUS = b"\x00"
-APP = b"\x01"
 
 
 @dataclass
@@ -67,6 +75,7 @@ class NodeConfig:
     api_port: int | None = None  # None: no HTTP API
     sync_from_checkpoint: bool = True
     dht: bool = True  # keep decided blocks and checkpoints in the Kademlia DHT
+    evidence: str = ""  # CHALLENGE=SOURCE,... (validator_node.evidence)
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:
@@ -78,7 +87,7 @@ def validator_set_from(chain: Chain) -> ValidatorSet:
     return ValidatorSet.of(members)
 
 
-class ValidatorNode(StateSync):
+class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
     def __init__(self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain) -> None:
         self.cfg = cfg
         self.hotkey = hotkey
@@ -86,6 +95,7 @@ class ValidatorNode(StateSync):
         self.metrics = Metrics()
         self.data_dir = cfg.data_dir
         self.store = NodeStore(self.data_dir / "node.sqlite")
+        self.payloads = PayloadStore(self.data_dir / "payloads.sqlite")
         self.vset = validator_set_from(chain)
         if hotkey.public_key not in self.vset:
             raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
@@ -93,8 +103,12 @@ class ValidatorNode(StateSync):
         self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, self.vset)
         # peers admitted to consensus links: permit holders of the latest metagraph read
         self._permitted = frozenset(v.hotkey for v in self.vset.validators)
-        self._load_state()
         self.evaluator = Evaluator(self.data_dir, self.metrics)
+        self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
+        self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
+        self.evidence_sources = parse_sources(cfg.evidence)
+        self._warmed: set[tuple[str, bytes]] = set()
+        self._load_state()
         self.replica = self._new_replica()
         self._pending_checkpoint: tuple[int, bytes] | None = None
         self._proposal_due: float | None = None
@@ -113,6 +127,7 @@ class ValidatorNode(StateSync):
             on_submit=self._on_submit,
             checkpoint=self.store.latest_checkpoint,
             on_link=self._on_link,
+            on_app_item=self._on_app_item,
         )
         self.dht: Any = None
         self._dht_backlog = 0
@@ -132,15 +147,26 @@ class ValidatorNode(StateSync):
 
     def _on_submit(self, item: object) -> str | None:
         """A miner's submission or the owner's registry item arrived on the submit protocol."""
-        reason = self.app.offer(item)  # type: ignore[arg-type]
-        kind = "registry" if isinstance(item, RegistryItem) else "submission"
+        if isinstance(item, LargeSubmission):
+            kind = "large_submission"
+            reason = self._on_large_submission(item)  # relays the envelope itself
+            if reason is None:
+                self.metrics.inc("items_admitted_total", kind=kind)
+        else:
+            reason = self.app.offer(item)  # type: ignore[arg-type]
+            kind = "registry" if isinstance(item, RegistryItem) else "submission"
         if reason is None:
-            self.metrics.inc("items_admitted_total", kind=kind)
-            self.transport.broadcast(APP + encode(item))
+            if kind != "large_submission":
+                self.metrics.inc("items_admitted_total", kind=kind)
+                self._relay(item)
         else:
             self.metrics.inc("items_refused_total", kind=kind)
             log.info("refused %s: %s", kind, reason)
         return reason
+
+    def _relay(self, item: object) -> None:
+        """Gossip an app item this node accepted to the other validators."""
+        self.transport.publish_item(encode(item))
 
     def _on_app_item(self, data: bytes) -> None:
         try:
@@ -175,6 +201,8 @@ class ValidatorNode(StateSync):
             await self._await_quorum_links()
             await self._execute(self.replica.start(trio.current_time()))
             nursery.start_soon(self._consensus_loop)
+            if self.dht is not None:
+                nursery.start_soon(self._run_dht_catch_up)  # state_sync: blocks we lack, from the DHT
             await self._done.wait()
             with trio.move_on_after(15):  # let weights being submitted reach the chain
                 while self._weights_pending:
@@ -204,10 +232,10 @@ class ValidatorNode(StateSync):
             now = trio.current_time()
             if got is not None:
                 _, data = got
-                if data[:1] == APP:
-                    self._on_app_item(data[1:])
-                else:
+                if data[:1] == CONSENSUS:
                     await self._execute(self.replica.on_message(data[1:], now))
+                else:
+                    self.metrics.inc("p2p_dropped_total", reason="unknown_channel")
             if self._proposal_due is not None and now >= self._proposal_due:
                 self._proposal_due = None
                 height = self.replica.height
@@ -228,6 +256,9 @@ class ValidatorNode(StateSync):
             elif isinstance(a, Decide):
                 await trio.to_thread.run_sync(self.store.put_decision, a.height, a.block, a.certificate)
                 admitted, body = self.app.apply_decided(a.height, a.block)
+                self._on_decided_for_evidence(a.height)
+                if self.app.state.is_epoch_start(a.height):  # the epoch before last is settled
+                    await trio.to_thread.run_sync(self.payloads.prune, self.app.state.epoch_of(a.height) - 1)
                 if self.dht is not None:
                     packet = DecisionPacket(block=a.block, certificate=a.certificate)
                     self._nursery.start_soon(
@@ -260,6 +291,8 @@ class ValidatorNode(StateSync):
                     log.warning("equivocation by %s recorded as evidence", a.evidence.first.signer.hex()[:12])
             elif isinstance(a, Rejected):
                 self.metrics.inc("consensus_rejected_total", reason=a.reason)
+                if a.reason == "height_too_far":
+                    self._want_catch_up()  # far behind the network: the DHT may hold the blocks
                 # a lagging node sees the live network's heights while it catches up: expected
                 level = (
                     logging.DEBUG if a.reason in ("height_too_far", "future_buffer_full") else logging.WARNING
@@ -280,10 +313,17 @@ class ValidatorNode(StateSync):
         if wasm is None:
             log.error("module for %s is missing; cannot evaluate", sub.challenge_id)
             return
+        if self.aggregator.epoch_scored(manifest, wasm):
+            self._attest_latency(sub)
+            return
+        payload = await self._payload_of(sub)
         try:
-            result = await self.evaluator.evaluate(manifest, wasm, sub)
-            ok, kind = result.ok and result.score is not None, result.error_kind
-            score = result.score if ok else -1
+            if payload is None:  # referenced, and nobody served the bytes in time
+                ok, kind, score = False, "payload_unavailable", -1
+            else:
+                result = await self.evaluator.evaluate(manifest, wasm, replace(sub, payload=payload))
+                ok, kind = result.ok and result.score is not None, result.error_kind
+                score = result.score if ok else -1
         except Exception as exc:  # the sandbox contains guest faults; this is a host-side failure
             self.metrics.inc("evaluations_total", challenge=sub.challenge_id, result="host_error")
             log.error(
@@ -298,7 +338,7 @@ class ValidatorNode(StateSync):
         )
         env = seal(att, self.hotkey, self.cfg.netuid)
         self.app.offer(env)
-        self.transport.broadcast(APP + encode(env))
+        self._relay(env)
         log.info(
             "evaluated %s submission %s from uid %d: %s",
             sub.challenge_id,
@@ -398,6 +438,15 @@ class ValidatorNode(StateSync):
             "challenges": [m.challenge_id for m in self.app.state.registry.active()],
             "submissions": len(self.app.state.submissions),
             "last_weights": self.last_weights,
+            "last_epoch_scores": None
+            if self.app.last_epoch_scores is None
+            else {
+                "epoch": self.app.last_epoch_scores[0],
+                "scores": {
+                    c: {str(u): v for u, v in sorted(p.items())}
+                    for c, p in self.app.last_epoch_scores[1].items()
+                },
+            },
             "api": None if self.api_port is None else f"http://{self.cfg.api_host}:{self.api_port}/",
             "time": time.time(),
         }

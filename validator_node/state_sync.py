@@ -1,10 +1,13 @@
-"""How a node's state is rebuilt, checkpointed, fetched from peers and mirrored to the DHT.
+"""How a node's state is rebuilt, checkpointed, fetched from peers and the DHT, and mirrored there.
 
 A mixin of `ValidatorNode`, kept apart from the node's event loop: on start the application state
 comes from the checkpoint the node started from (if any) plus every decided block after it; an
-empty node asks its peers for the newest checkpoint they can prove; every epoch's closing state is
-checkpointed once the next block commits to it; decided blocks and checkpoints are published to
-the Kademlia DHT in the background.
+empty node asks its peers and the DHT (at once) for the newest checkpoint they can prove, and
+installs the newest one that verifies; every epoch's closing state is checkpointed once the next
+block commits to it; decided blocks and checkpoints (snapshot blob + the subnet's checkpoint index,
+`dht.records.CheckpointIndex`) are published to the Kademlia DHT in the background; and a node that
+is behind fetches the decided blocks it lacks from the DHT, a window at a time, handing each to the
+replica exactly as a peer's decision transfer arrives (so the replica verifies its certificate).
 """
 
 from __future__ import annotations
@@ -21,12 +24,55 @@ from consensus.validators import ValidatorSet
 from validator_node.app import Application
 from validator_node.block import Block
 from validator_node.metrics import Metrics
-from validator_node.pipeline.snapshot import Checkpoint, snapshot, verify_checkpoint
+from validator_node.pipeline.snapshot import Checkpoint, CheckpointInvalid, snapshot, verify_checkpoint
+from validator_node.pipeline.state import AppState
 from validator_node.store import NodeStore
 from wire.codec import decode, encode
+from wire.errors import WireError
 from wire.keys import Hotkey
 
 log = logging.getLogger("validator_node")
+
+#: decided blocks asked of the DHT at once when catching up (the replica buffers at most
+#: `ReplicaConfig.future_heights` = 32 heights ahead, so a window must stay below that)
+DHT_CATCH_UP_WINDOW = 16
+#: one DHT lookup (a missing height costs a full lookup, so keep it short)
+DHT_GET_TIMEOUT = 5.0
+#: the first element of an inbound tuple for decisions fetched from the DHT (peers: their hotkey)
+DHT_SENDER = b"dht"
+
+
+def block_header(data: bytes) -> tuple[int, bytes]:
+    """(height, state_root) of a decided block: how the DHT checks a checkpoint index."""
+    b = decode(data, Block)
+    return b.height, b.state_root
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """A short metrics label for why a checkpoint candidate was refused."""
+    from dht.kad import BlobNotFound
+    from dht.records import RecordRefused
+
+    if isinstance(exc, CheckpointInvalid):
+        msg = str(exc)
+        for prefix, reason in (
+            ("certificate", "bad_certificate"),
+            ("undecodable", "undecodable"),
+            ("snapshot does not match", "state_root_mismatch"),
+            ("snapshot is for another", "wrong_subnet"),
+        ):
+            if msg.startswith(prefix):
+                return reason
+        return "wrong_height" if "does not follow" in msg else "invalid"
+    if isinstance(exc, WireError):
+        return "malformed"
+    if isinstance(exc, BlobNotFound):
+        return "snapshot_unavailable"
+    if isinstance(exc, RecordRefused):
+        return exc.reason
+    if isinstance(exc, trio.TooSlowError):
+        return "timeout"
+    return "error"
 
 
 class StateSync:
@@ -45,6 +91,8 @@ class StateSync:
     _pending_checkpoint: tuple[int, bytes] | None
     _dht_backlog: int
     _validate_block: Callable[[int, bytes], str | None]
+    _inbound_send: trio.MemorySendChannel[tuple[bytes, bytes]]
+    _catch_up_wanted: trio.Event | None = None
 
     def _load_state(self) -> None:
         """Rebuild the application state: from the checkpoint this node started from (if any),
@@ -78,55 +126,110 @@ class StateSync:
             decisions=self.store.decision,
         )
 
-    async def _bootstrap_from_checkpoint(self, patience: float = 20.0) -> None:
-        """A node with an empty store starts from the newest checkpoint a peer can prove, instead
-        of replaying every block since genesis (it still replays the blocks after it)."""
-        with trio.move_on_after(patience):
-            while not self.transport.book.links:
+    async def _bootstrap_from_checkpoint(self, patience: float = 20.0, deadline: float = 90.0) -> None:
+        """A node with an empty store starts from the newest checkpoint it can verify, instead of
+        replaying every block since genesis (it still replays the blocks after it). Its linked
+        peers (over the checkpoint protocol) and the DHT (the subnet's checkpoint index) are asked
+        at once; every candidate is checked with `verify_checkpoint` against this node's
+        validator set alone, and the highest one that verifies is installed."""
+        with trio.move_on_after(patience):  # validators holding a quorum of stake, or what we have
+            while not self.vset.is_quorum(
+                self.vset.stake_of_all(set(self.transport.book.links) | {self.hotkey.public_key})
+            ):
                 await trio.sleep(0.2)
-        best: tuple[int, bytes, Checkpoint] | None = None
-        for hotkey, link in sorted(self.transport.book.links.items()):
-            try:
-                data = await self.transport.request_checkpoint(link.peer_id)
-                if data is None:
-                    continue
-                cp = decode(data, Checkpoint)
-                verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
-            except Exception as exc:  # a peer serving junk is refused; others may do better
-                self.metrics.inc("checkpoints_refused_total")
-                log.warning("checkpoint from %s refused: %s", hotkey.hex()[:12], exc)
-                continue
-            if best is None or cp.height > best[0]:
-                best = (cp.height, data, cp)
-        if best is None:
-            log.info("no checkpoint available from peers; replaying from genesis")
+        found: list[tuple[str, bytes, Checkpoint, AppState]] = []
+        with trio.move_on_after(deadline):
+            async with trio.open_nursery() as nursery:
+                for hotkey, link in sorted(self.transport.book.links.items()):
+                    nursery.start_soon(self._checkpoint_from_peer, hotkey, link.peer_id, found)
+                if self.dht is not None:
+                    nursery.start_soon(self._checkpoint_from_dht, found)
+        if not found:
+            log.info("no checkpoint available from peers or the DHT; replaying from genesis")
             return
-        height, data, cp = best
-        state = verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
-        nb = cp.next_block
+        await self._install_checkpoint(*found[0])
+
+    @staticmethod
+    def _keep_best(found: list[tuple[str, bytes, Checkpoint, AppState]], candidate: tuple) -> None:  # type: ignore[type-arg]
+        """Keep only the highest verified checkpoint (each can hold a large state)."""
+        if not found or candidate[2].height > found[0][2].height:
+            found[:] = [candidate]
+
+    async def _verified_checkpoint(self, data: bytes) -> tuple[Checkpoint, AppState]:
+        """Decode and verify (certificate, state root, subnet) in a worker thread: restoring a
+        large snapshot takes long enough to stall consensus if done on the event loop."""
+
+        def check() -> tuple[Checkpoint, AppState]:
+            cp = decode(data, Checkpoint)
+            return cp, verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
+
+        return await trio.to_thread.run_sync(check)
+
+    async def _checkpoint_from_peer(
+        self, hotkey: bytes, peer_id: str, found: list[tuple[str, bytes, Checkpoint, AppState]]
+    ) -> None:
+        try:
+            data = await self.transport.request_checkpoint(peer_id)
+            if data is None:
+                return
+            cp, state = await self._verified_checkpoint(data)
+        except Exception as exc:  # a peer serving junk is refused; others may do better
+            self.metrics.inc("checkpoints_refused_total", source="peer", reason=refusal_reason(exc))
+            log.warning("checkpoint from %s refused: %s", hotkey.hex()[:12], str(exc))
+            return
+        self._keep_best(found, ("peer", data, cp, state))
+
+    async def _checkpoint_from_dht(self, found: list[tuple[str, bytes, Checkpoint, AppState]]) -> None:
+        """The subnet's checkpoint index, then the snapshot it names. The DHT already refused any
+        index whose certificate or state root does not check out (counted as
+        dht_records_refused_total{ns="bt-checkpoint"}); what it returns is verified again here
+        exactly as a peer's checkpoint is."""
+        with trio.move_on_after(5):  # identify and add_peer run after each link comes up
+            while self.dht.routing_table_size() < len(self.transport.book.links):
+                await trio.sleep(0.1)
+        try:
+            got = await self.dht.get_checkpoint(self.cfg.netuid)
+            if got is None:
+                log.info("the DHT holds no checkpoint index for netuid %d", self.cfg.netuid)
+                return
+            height, snap, next_block = got
+            data = encode(Checkpoint(height, snap, next_block))
+            cp, state = await self._verified_checkpoint(data)
+        except Exception as exc:
+            self.metrics.inc("checkpoints_refused_total", source="dht", reason=refusal_reason(exc))
+            log.warning("checkpoint from the DHT refused: %s", str(exc))
+            return
+        self._keep_best(found, ("dht", data, cp, state))
+
+    async def _install_checkpoint(self, source: str, data: bytes, cp: Checkpoint, state: AppState) -> None:
+        height, nb = cp.height, cp.next_block
         await trio.to_thread.run_sync(self.store.install_checkpoint, height, data)
         await trio.to_thread.run_sync(self.store.put_decision, height + 1, nb.block, nb.certificate)
         self.app.install(state, height, decode(nb.block, Block).parent)
         self.app.apply_decided(height + 1, nb.block)
         self.replica = self._new_replica()
-        self.metrics.inc("checkpoints_installed_total")
+        self.metrics.inc("checkpoints_installed_total", source=source)
         log.info(
-            "started from checkpoint at height %d (verified by the certificate of block %d)",
+            "started from checkpoint at height %d from %s (verified by the certificate of block %d)",
             height,
+            "the DHT" if source == "dht" else "a peer",
             height + 1,
         )
+        self._want_catch_up()
 
     def _after_decision(self, height: int, block: bytes, certificate: Any) -> None:
         """Checkpoint the state after each epoch's last block, once the next block commits to it."""
         pending = self._pending_checkpoint
         if pending is not None and pending[0] == height - 1:
-            cp = Checkpoint(pending[0], pending[1], DecisionPacket(block=block, certificate=certificate))
+            packet = DecisionPacket(block=block, certificate=certificate)
+            cp = Checkpoint(pending[0], pending[1], packet)
             data = encode(cp)
             self.store.put_checkpoint(pending[0], data)
             self._pending_checkpoint = None
-            if self.dht is not None:
+            if self.dht is not None:  # the snapshot blob, then the index that proves and names it
+                args = (self.cfg.netuid, pending[0], pending[1], packet)
                 trio.from_thread.run_sync(
-                    self._nursery.start_soon, self._dht_publish, "checkpoint", self.dht.put_blob, data
+                    self._nursery.start_soon, self._dht_publish, "checkpoint", self.dht.put_checkpoint, *args
                 )
             self.metrics.inc("checkpoints_written_total")
         if self.app.state.is_epoch_end(height):
@@ -141,9 +244,11 @@ class StateSync:
             lambda height: self.vset,
             store_path=self.data_dir / "dht.sqlite",
             metrics=self.metrics,
+            block_header=block_header,
         )
         async with node.running():
             self.dht = node
+            self._catch_up_wanted = trio.Event()
             for link in list(self.transport.book.links.values()):
                 self._nursery.start_soon(self._dht_add_peer, link.peer_id)
             task_status.started()
@@ -181,3 +286,102 @@ class StateSync:
             log.debug("dht publish of %s failed: %s", what, exc)
         finally:
             self._dht_backlog -= 1
+
+    # --- catching up from the DHT -----------------------------------------------------------
+
+    def _want_catch_up(self) -> None:
+        """Ask the DHT catch-up task for a round (after a checkpoint install, on start, and when
+        peers' statements show the network far ahead). Cheap; rounds are rate-limited."""
+        if self._catch_up_wanted is not None:
+            self._catch_up_wanted.set()
+
+    async def _run_dht_catch_up(self, min_interval: float = 1.0) -> None:
+        """Run catch-up rounds when asked, at most one per `min_interval` seconds, and keep going
+        while rounds make progress. The first round runs at once (a restarted node is behind by
+        however long it was down); and when consensus has decided nothing for a while (a stall:
+        peers gone quiet or unreachable), the DHT is probed anyway, as a backstop."""
+        self._want_catch_up()
+        stalled_after = max(5.0, 2.0 * self.cfg.base_timeout, 3.0 * self.cfg.block_interval)
+        while self._catch_up_wanted is not None:
+            with trio.move_on_after(stalled_after):
+                await self._catch_up_wanted.wait()
+            if not self._catch_up_wanted.is_set():
+                last = getattr(self, "_last_decide", 0.0)
+                if trio.current_time() - last < stalled_after:
+                    continue  # deciding normally: nothing to ask the DHT for
+            self._catch_up_wanted = trio.Event()
+            try:
+                n = await self._catch_up_from_dht()
+            except Exception as exc:  # the DHT is a best-effort source; peers still catch us up
+                self.metrics.inc("dht_catch_up_errors_total")
+                log.warning("catch-up from the DHT failed: %s", str(exc))
+            else:
+                if n:
+                    log.info(
+                        "caught up %d decided blocks from the DHT (now at %d)", n, self.replica.height - 1
+                    )
+                    self._want_catch_up()  # there may be more than one round's worth
+            await trio.sleep(min_interval)
+
+    async def _catch_up_from_dht(
+        self, window: int = DHT_CATCH_UP_WINDOW, get_timeout: float = DHT_GET_TIMEOUT
+    ) -> int:
+        """Fetch the decided blocks from the replica's height on, a window at a time, until the
+        DHT has no more; each goes into the consensus inbox as a `DecisionPacket`, where the
+        replica verifies its certificate against the validator set and decides it (or refuses
+        it: consensus_rejected_total) exactly as for a peer's decision transfer. Returns how many
+        heights the replica advanced."""
+        from validator_node.node import CONSENSUS
+
+        advanced = 0
+        while True:
+            start = self.replica.height
+            batch = await self._dht_window(start, window, get_timeout)
+            if not batch:
+                return advanced
+            for pkt in batch:
+                await self._inbound_send.send((DHT_SENDER, CONSENSUS + encode(pkt)))
+            self.metrics.inc("decisions_fetched_total", len(batch), source="dht")
+            target = start + len(batch)
+            with trio.move_on_after(max(30.0, 2.0 * len(batch))):
+                while self.replica.height < target:
+                    await trio.sleep(0.02)
+            if self.replica.height <= start:
+                return advanced  # refused (counted by the replica) or stuck: leave it to peers
+            advanced += self.replica.height - start
+            if len(batch) < window:
+                return advanced
+
+    async def _dht_window(self, start: int, window: int, timeout: float) -> list[DecisionPacket]:
+        """The decided blocks start, start+1, ... that the DHT has without a gap (at most
+        `window`): one lookup first (the common case is that there is nothing new), then the
+        rest of the window concurrently."""
+        first = await self._dht_decision(start, timeout)
+        if first is None:
+            return []
+        rest: list[DecisionPacket | None] = [None] * (window - 1)
+        limit = trio.CapacityLimiter(8)
+
+        async def fetch(i: int) -> None:
+            async with limit:
+                rest[i] = await self._dht_decision(start + 1 + i, timeout)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(window - 1):
+                nursery.start_soon(fetch, i)
+        batch = [first]
+        for pkt in rest:
+            if pkt is None:
+                break
+            batch.append(pkt)
+        return batch
+
+    async def _dht_decision(self, height: int, timeout: float) -> DecisionPacket | None:
+        """The certified block at `height` from the DHT, or None (not there, refused or slow;
+        refusals are counted by the DHT layer as dht_records_refused_total / dht_ops_total)."""
+        with trio.move_on_after(timeout):
+            try:
+                return await self.dht.get_decision(self.cfg.netuid, height)  # type: ignore[no-any-return]
+            except Exception as exc:
+                log.debug("dht get_decision %d: %s", height, str(exc))
+        return None

@@ -257,3 +257,41 @@ def test_checkpoint_is_verified_by_the_next_blocks_certificate() -> None:
         verify_checkpoint(good, VSET, NETUID, B + 1)
     with pytest.raises(CheckpointInvalid, match="bad signature"):
         verify_checkpoint(good, VSET, NETUID + 1, B)
+
+
+def test_large_payloads_travel_by_reference() -> None:
+    from validator_node.payloads import dht_key_of
+    from validator_node.pipeline.messages import PayloadRef
+
+    data = bytes(range(256)) * 1200  # 300 KiB: above the inline cap
+    ref = PayloadRef(hashlib.sha256(data).digest(), len(data), dht_key_of(data))
+    by_ref = seal(Submission("maxsat", 0, 0, b"", ref), MINERS[0], NETUID)
+    # maxsat's policy caps submissions at 128 KiB: the referenced size counts, not the empty inline bytes
+    with pytest.raises(BlockRejected, match="submission_too_large"):
+        apply_body(start(), body([by_ref]), height=2, parent=b"p" * 32, vset=VSET)
+    both = seal(Submission("maxsat", 0, 1, b"x", ref), MINERS[0], NETUID)
+    with pytest.raises(BlockRejected, match="bad_submission"):
+        apply_body(start(), body([both]), height=2, parent=b"p" * 32, vset=VSET)
+    # with a 1 MiB cap the reference is admitted and carries the hash the evaluators will check
+    m = ChallengeManifest(
+        "maxsat", "maxsat", 1, hashlib.sha256(MAXSAT.wasm).digest(), len(MAXSAT.wasm), 1,
+        ModulePolicy.from_dict({**MAXSAT.policy, "max_submission_bytes": 1 << 20}), 500_000_000, 0,
+        MAXSAT.task, 0, 1,
+    )  # fmt: skip
+    reg = (
+        RegistryItem(sign_manifest(m, OWNER, NETUID), MAXSAT.wasm),
+        RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None),
+    )
+    s = apply_body(
+        AppState(NETUID, B, genesis(NETUID, OWNER.public_key)),
+        BlockBody(INFO, reg, (), (), None),
+        height=1,
+        parent=bytes(32),
+        vset=VSET,
+    )
+    s = apply_body(s, body([by_ref]), height=2, parent=b"p" * 32, vset=VSET)
+    (admitted,) = s.submissions.values()
+    assert admitted.payload == b"" and admitted.payload_ref == ref
+    from validator_node.pipeline.snapshot import restore, snapshot
+
+    assert restore(snapshot(s)) == s

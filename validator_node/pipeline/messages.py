@@ -14,18 +14,46 @@ from wire.codec import U8, U16, U64, Bytes32, Len, Range, wire_message
 from wire.envelope import SignedEnvelope
 
 MAX_INLINE_PAYLOAD = 256 * 1024
+MAX_REF_PAYLOAD = 16 * 1024 * 1024  # larger payloads travel by hash (the DHT), never in a block
 MAX_ITEMS = 512
+MAX_EVIDENCE = 512 * 1024  # one bundle; a block carries at most one
+MAX_EVIDENCE_VOTES = 256
 I64 = Annotated[int, Range(-(2**63), 2**63 - 1)]
 
 
-@wire_message("app.submission", version=1, max_size=MAX_INLINE_PAYLOAD + 1024, domain="miner-submission")
+@wire_message("app.payloadref", version=1, max_size=128)
+class PayloadRef:
+    """A payload too large for a block: its sha256 and size, and the digest in its DHT key (the
+    payload's own sha256 when it fits one record, else its chunk manifest's: `dht.records.blob_key`)."""
+
+    sha256: Bytes32
+    size: Annotated[int, Range(MAX_INLINE_PAYLOAD + 1, MAX_REF_PAYLOAD)]
+    dht_key: Bytes32
+
+
+@wire_message("app.submission", version=2, max_size=MAX_INLINE_PAYLOAD + 1024, domain="miner-submission")
 class Submission:
-    """A miner's answer to a challenge for one epoch (signed by the miner's registered hotkey)."""
+    """A miner's answer to a challenge for one epoch (signed by the miner's registered hotkey).
+
+    Up to 256 KiB the payload is inline; above, `payload` is empty and `payload_ref` names it, so
+    a block stays small whatever miners send (one canonical form: a ref is only valid above the
+    inline cap)."""
 
     challenge_id: Annotated[str, Len(1, 64)]
     epoch: U64
     nonce: U64
     payload: Annotated[bytes, Len(0, MAX_INLINE_PAYLOAD)]
+    payload_ref: PayloadRef | None = None
+
+
+@wire_message("app.largesubmission", version=1, max_size=MAX_REF_PAYLOAD + 2048)
+class LargeSubmission:
+    """What a miner hands a validator for a payload above the inline cap: the signed submission
+    (with its `payload_ref`) and the bytes. The validator checks both, keeps the bytes and puts
+    them in the DHT, and gossips only the envelope."""
+
+    envelope: SignedEnvelope
+    payload: Annotated[bytes, Len(MAX_INLINE_PAYLOAD + 1, MAX_REF_PAYLOAD)]
 
 
 @wire_message("app.attestation", version=1, max_size=512, domain="eval-attestation")
@@ -80,16 +108,41 @@ class EpochWeights:
     rows: Annotated[tuple[WeightRowMsg, ...], Len(1, 256)]
 
 
-@wire_message("app.body", version=1, max_size=1024 * 1024)
+@wire_message("app.evidencevote", version=1, max_size=512, domain="evidence-vote")
+class EvidenceVote:
+    """A validator's statement: the evidence it observed for this challenge and epoch hashes to this.
+
+    An epoch-scored challenge (one whose module exports `aggregate`) is scored over an evidence
+    bundle; the bundle counts once validators holding a quorum of stake have voted for its hash."""
+
+    challenge_id: Annotated[str, Len(1, 64)]
+    epoch: U64
+    bundle_sha256: Bytes32
+
+
+@wire_message("app.evidence", version=1, max_size=MAX_EVIDENCE + 1024)
+class EvidenceBundle:
+    """The bytes behind a voted hash. Unsigned: it is admitted only under a vote naming its hash."""
+
+    challenge_id: Annotated[str, Len(1, 64)]
+    epoch: U64
+    bundle: Annotated[bytes, Len(1, MAX_EVIDENCE)]
+
+
+@wire_message("app.body", version=2, max_size=1024 * 1024)
 class BlockBody:
     epoch_info: EpochInfo | None
     registry: Annotated[tuple[RegistryItem, ...], Len(0, 16)]
     submissions: Annotated[tuple[SignedEnvelope, ...], Len(0, MAX_ITEMS)]
     attestations: Annotated[tuple[SignedEnvelope, ...], Len(0, 8 * MAX_ITEMS)]
     weights: EpochWeights | None
+    evidence_votes: Annotated[tuple[SignedEnvelope, ...], Len(0, MAX_EVIDENCE_VOTES)] = ()
+    evidence: Annotated[tuple[EvidenceBundle, ...], Len(0, 1)] = ()
 
 
 EMPTY_BODY = BlockBody(None, (), (), (), None)
 
 # What travels on the app channel between validators and from miners / the owner to validators.
-APP_GOSSIP_TYPES: tuple[type, ...] = (SignedEnvelope, RegistryItem)
+APP_GOSSIP_TYPES: tuple[type, ...] = (SignedEnvelope, RegistryItem, EvidenceBundle)
+# What a miner or the owner may send on the submit protocol.
+SUBMIT_TYPES: tuple[type, ...] = (SignedEnvelope, RegistryItem, LargeSubmission)

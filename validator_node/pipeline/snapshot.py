@@ -15,7 +15,7 @@ from consensus.certificates import CertificateError, verify_certificate
 from consensus.messages import DecisionPacket
 from consensus.validators import ValidatorSet
 from registry.state import RegistryState
-from validator_node.pipeline.messages import EpochInfo, EpochWeights
+from validator_node.pipeline.messages import EpochInfo, EpochWeights, EvidenceBundle, PayloadRef
 from validator_node.pipeline.state import Admitted, AppState
 from wire.codec import U16, U32, U64, Bytes32, Len, decode, encode, wire_message
 from wire.errors import WireError
@@ -23,7 +23,7 @@ from wire.errors import WireError
 MAX_SNAPSHOT = 256 * 1024 * 1024
 
 
-@wire_message("app.admitted", version=1, max_size=512 * 1024)
+@wire_message("app.admitted", version=2, max_size=512 * 1024)
 class AdmittedRow:
     submission_id: Bytes32
     challenge_id: Annotated[str, Len(1, 64)]
@@ -32,6 +32,7 @@ class AdmittedRow:
     height: U64
     payload: bytes
     seed: Bytes32
+    payload_ref: PayloadRef | None
 
 
 @wire_message("app.attestationrow", version=1, max_size=256)
@@ -48,7 +49,14 @@ class MinerCountRow:
     count: U32
 
 
-@wire_message("app.snapshot", version=1, max_size=MAX_SNAPSHOT)
+@wire_message("app.evidencevoterow", version=1, max_size=256)
+class EvidenceVoteRow:
+    challenge_id: Annotated[str, Len(1, 64)]
+    validator: Bytes32
+    bundle_sha256: Bytes32
+
+
+@wire_message("app.snapshot", version=2, max_size=MAX_SNAPSHOT)
 class AppSnapshot:
     netuid: U16
     epoch_blocks: U32
@@ -59,6 +67,8 @@ class AppSnapshot:
     attestations: tuple[AttestationRow, ...]
     miner_counts: tuple[MinerCountRow, ...]
     weights: tuple[EpochWeights, ...]
+    evidence_votes: tuple[EvidenceVoteRow, ...]
+    evidence: tuple[EvidenceBundle, ...]  # sorted by (challenge, sha256 of the bundle)
 
 
 def snapshot(state: AppState) -> AppSnapshot:
@@ -69,7 +79,9 @@ def snapshot(state: AppState) -> AppSnapshot:
         modules=tuple(state.modules[h] for h in sorted(state.modules)),
         epoch_info=state.epoch_info,
         submissions=tuple(
-            AdmittedRow(a.submission_id, a.challenge_id, a.miner, a.uid, a.height, a.payload, a.seed)
+            AdmittedRow(
+                a.submission_id, a.challenge_id, a.miner, a.uid, a.height, a.payload, a.seed, a.payload_ref
+            )
             for _, a in sorted(state.submissions.items())
         ),
         attestations=tuple(
@@ -79,6 +91,12 @@ def snapshot(state: AppState) -> AppSnapshot:
         ),
         miner_counts=tuple(MinerCountRow(m, c, n) for (m, c), n in sorted(state.miner_counts.items())),
         weights=tuple(state.weights[e] for e in sorted(state.weights)),
+        evidence_votes=tuple(
+            EvidenceVoteRow(c, v, h)
+            for c in sorted(state.evidence_votes)
+            for v, h in sorted(state.evidence_votes[c].items())
+        ),
+        evidence=tuple(state.evidence[k] for k in sorted(state.evidence)),
     )
 
 
@@ -86,6 +104,9 @@ def restore(snap: AppSnapshot) -> AppState:
     attestations: dict[bytes, dict[bytes, int]] = {}
     for row in snap.attestations:
         attestations.setdefault(row.submission_id, {})[row.validator] = row.score
+    evidence_votes: dict[str, dict[bytes, bytes]] = {}
+    for v in snap.evidence_votes:
+        evidence_votes.setdefault(v.challenge_id, {})[v.validator] = v.bundle_sha256
     return AppState(
         netuid=snap.netuid,
         epoch_blocks=snap.epoch_blocks,
@@ -94,13 +115,15 @@ def restore(snap: AppSnapshot) -> AppState:
         epoch_info=snap.epoch_info,
         submissions={
             r.submission_id: Admitted(
-                r.submission_id, r.challenge_id, r.miner, r.uid, r.height, r.payload, r.seed
+                r.submission_id, r.challenge_id, r.miner, r.uid, r.height, r.payload, r.seed, r.payload_ref
             )
             for r in snap.submissions
         },
         attestations=attestations,
         miner_counts={(r.miner, r.challenge_id): r.count for r in snap.miner_counts},
         weights={w.epoch: w for w in snap.weights},
+        evidence_votes=evidence_votes,
+        evidence={(e.challenge_id, hashlib.sha256(e.bundle).digest()): e for e in snap.evidence},
     )
 
 

@@ -20,11 +20,23 @@ from consensus.validators import ValidatorSet
 from registry.manifest import MANIFEST_OPS
 from registry.state import RegistryError, RegistryState
 from registry.state import apply as registry_apply
+from validator_node.pipeline.evidence import (
+    AggregateOutputInvalid,
+    Aggregator,
+    agreed_hash,
+    bundle_hash,
+    in_evidence_window,
+    scores_from_output,
+)
 from validator_node.pipeline.messages import (
+    MAX_EVIDENCE_VOTES,
     Attestation,
     BlockBody,
     EpochInfo,
     EpochWeights,
+    EvidenceBundle,
+    EvidenceVote,
+    PayloadRef,
     RegistryItem,
     Submission,
     WeightRowMsg,
@@ -35,6 +47,9 @@ from wire.envelope import SignedEnvelope, open_envelope
 from wire.errors import WireError
 
 MAX_SUBMISSIONS_PER_MINER = 4  # per challenge per epoch
+# What a proposer puts in one block, in encoded bytes: the block (header + body) must stay under
+# consensus' 1 MiB cap however large the pooled items are.
+BODY_BUDGET = 1024 * 1024 - 16 * 1024
 ModuleValidator = Callable[[bytes, object], object]
 
 
@@ -55,6 +70,7 @@ class Admitted:
     height: int
     payload: bytes
     seed: bytes  # the evaluation's `platform.seed`: from the parent hash, so every validator agrees
+    payload_ref: PayloadRef | None = None  # set for payloads above the inline cap (then payload is b"")
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,9 @@ class AppState:
     attestations: Mapping[bytes, Mapping[bytes, int]] = field(default_factory=dict)
     miner_counts: Mapping[tuple[bytes, str], int] = field(default_factory=dict)
     weights: Mapping[int, EpochWeights] = field(default_factory=dict)
+    # this epoch's evidence for epoch-scored challenges (pipeline.evidence)
+    evidence_votes: Mapping[str, Mapping[bytes, bytes]] = field(default_factory=dict)
+    evidence: Mapping[tuple[str, bytes], EvidenceBundle] = field(default_factory=dict)
 
     def epoch_of(self, height: int) -> int:
         return (height - 1) // self.epoch_blocks
@@ -105,20 +124,58 @@ def stake_weighted_median(scores: Mapping[bytes, int], vset: ValidatorSet) -> in
     return None  # pragma: no cover - the loop always returns
 
 
-def epoch_scores(state: AppState, vset: ValidatorSet) -> dict[str, dict[int, int]]:
-    """Per challenge, per miner UID: the best aggregated score of the epoch (errors score nothing)."""
+def epoch_scores(
+    state: AppState, vset: ValidatorSet, aggregate: Aggregator | None = None
+) -> dict[str, dict[int, int]]:
+    """Per challenge, per miner UID, the epoch's score (1e9 = 1.0).
+
+    A challenge with an agreed evidence bundle is scored by its module's `aggregate` over that
+    bundle (nothing if the module fails). Any other challenge scores each miner's best aggregated
+    attestation (errors score nothing)."""
     best: dict[str, dict[int, int]] = {}
+    epoch_scored = _epoch_scored_challenges(state, aggregate)
     for sid in sorted(state.submissions):
         sub = state.submissions[sid]
+        if sub.challenge_id in epoch_scored:
+            continue
         agg = stake_weighted_median(state.attestations.get(sid, {}), vset)
         if agg is None or agg < 0:
             continue
         per = best.setdefault(sub.challenge_id, {})
         per[sub.uid] = max(per.get(sub.uid, 0), agg)
+    if aggregate is None or state.epoch_info is None:
+        return best
+    uids = {n.uid for n in state.epoch_info.neurons}
+    for challenge_id in sorted(state.evidence_votes):
+        h = agreed_hash(state.evidence_votes[challenge_id], vset)
+        item = None if h is None else state.evidence.get((challenge_id, h))
+        entry = state.registry.get(challenge_id)
+        if item is None or entry is None:
+            continue
+        wasm = state.modules.get(entry.manifest.wasm_sha256)
+        output = None if wasm is None else aggregate.aggregate(entry.manifest, wasm, item.bundle)
+        try:
+            scores = {} if output is None else scores_from_output(output, len(state.epoch_info.neurons))
+        except AggregateOutputInvalid:
+            scores = {}
+        best[challenge_id] = {uid: s for uid, s in scores.items() if uid in uids}
     return best
 
 
-def derive_weights(state: AppState, vset: ValidatorSet, epoch: int) -> EpochWeights:
+def _epoch_scored_challenges(state: AppState, aggregate: Aggregator | None) -> set[str]:
+    if aggregate is None:
+        return set()
+    out = set()
+    for m in state.registry.manifests():
+        wasm = state.modules.get(m.wasm_sha256)
+        if wasm is not None and aggregate.epoch_scored(m, wasm):
+            out.add(m.challenge_id)
+    return out
+
+
+def derive_weights(
+    state: AppState, vset: ValidatorSet, epoch: int, aggregate: Aggregator | None = None
+) -> EpochWeights:
     info = state.epoch_info
     if info is None:
         raise BlockRejected("no_epoch_info", f"epoch {epoch} has no metagraph snapshot")
@@ -126,7 +183,10 @@ def derive_weights(state: AppState, vset: ValidatorSet, epoch: int) -> EpochWeig
     active = state.registry.active(epoch)
     try:
         rows = weight_rows(
-            from_manifests(active, epoch_scores(state, vset)), info.owner_uid, limits, info.mechanism_count
+            from_manifests(active, epoch_scores(state, vset, aggregate)),
+            info.owner_uid,
+            limits,
+            info.mechanism_count,
         )
     except WeightsError as exc:
         raise BlockRejected("weights_impossible", str(exc)) from None
@@ -151,9 +211,12 @@ class _Draft:
         self.attestations = {k: dict(v) for k, v in state.attestations.items()}
         self.miner_counts = dict(state.miner_counts)
         self.weights = dict(state.weights)
+        self.evidence_votes = {k: dict(v) for k, v in state.evidence_votes.items()}
+        self.evidence = dict(state.evidence)
         if state.is_epoch_start(height):
             self.epoch_info = None
             self.submissions, self.attestations, self.miner_counts = {}, {}, {}
+            self.evidence_votes, self.evidence = {}, {}
 
     def finish(self) -> AppState:
         recent = {e: w for e, w in self.weights.items() if e > self.epoch - 16}
@@ -166,6 +229,8 @@ class _Draft:
             attestations=self.attestations,
             miner_counts=self.miner_counts,
             weights=recent,
+            evidence_votes=self.evidence_votes,
+            evidence=self.evidence,
         )
 
     # each method applies one item or raises BlockRejected, leaving the draft unchanged on error
@@ -199,8 +264,11 @@ class _Draft:
         )
         if manifest is None:
             raise BlockRejected("inactive_challenge", f"challenge {sub.challenge_id!r} is not active")
-        if len(sub.payload) > manifest.policy.max_submission_bytes:
-            raise BlockRejected("submission_too_large", f"{len(sub.payload)} bytes")
+        if sub.payload_ref is not None and sub.payload:
+            raise BlockRejected("bad_submission", "a payload by reference carries no inline bytes")
+        size = len(sub.payload) if sub.payload_ref is None else sub.payload_ref.size
+        if size > manifest.policy.max_submission_bytes:
+            raise BlockRejected("submission_too_large", f"{size} bytes")
         sid = submission_id(env)
         if sid in self.submissions:
             raise BlockRejected("duplicate_submission", sid.hex()[:16])
@@ -208,7 +276,9 @@ class _Draft:
         if self.miner_counts.get(key, 0) >= MAX_SUBMISSIONS_PER_MINER:
             raise BlockRejected("miner_rate_limit", f"{MAX_SUBMISSIONS_PER_MINER} per challenge per epoch")
         seed = hashlib.sha256(b"bt-platform/seed/1" + self.parent + sid).digest()
-        admitted = Admitted(sid, sub.challenge_id, env.signer, uid, self.height, sub.payload, seed)
+        admitted = Admitted(
+            sid, sub.challenge_id, env.signer, uid, self.height, sub.payload, seed, sub.payload_ref
+        )
         self.submissions[sid] = admitted
         self.miner_counts[key] = self.miner_counts.get(key, 0) + 1
         return admitted
@@ -229,6 +299,34 @@ class _Draft:
             raise BlockRejected("duplicate_attestation", att.submission_id.hex()[:16])
         per[env.signer] = att.score
 
+    def evidence_vote(self, env: SignedEnvelope, netuid: int, vset: ValidatorSet) -> None:
+        if env.signer not in vset:
+            raise BlockRejected("evidence_not_validator", env.signer.hex()[:16])
+        try:
+            vote = open_envelope(env, EvidenceVote, netuid)
+        except WireError as exc:
+            raise BlockRejected("bad_evidence_vote", str(exc)) from None
+        if not in_evidence_window(self.height, self.base.epoch_blocks):
+            raise BlockRejected("outside_evidence_window", f"height {self.height}")
+        if vote.epoch != self.epoch:
+            raise BlockRejected("wrong_epoch", f"evidence vote for epoch {vote.epoch}")
+        if not any(m.challenge_id == vote.challenge_id for m in self.registry.active(self.epoch)):
+            raise BlockRejected("inactive_challenge", f"challenge {vote.challenge_id!r} is not active")
+        per = self.evidence_votes.setdefault(vote.challenge_id, {})
+        if env.signer in per:
+            raise BlockRejected("duplicate_evidence_vote", f"{vote.challenge_id} {env.signer.hex()[:16]}")
+        per[env.signer] = vote.bundle_sha256
+
+    def evidence_bundle(self, item: EvidenceBundle) -> None:
+        h = bundle_hash(item.bundle)
+        if item.epoch != self.epoch:
+            raise BlockRejected("wrong_epoch", f"evidence for epoch {item.epoch}")
+        if h not in self.evidence_votes.get(item.challenge_id, {}).values():
+            raise BlockRejected("unvoted_evidence", f"no vote names {item.challenge_id} {h.hex()[:16]}")
+        if (item.challenge_id, h) in self.evidence:
+            raise BlockRejected("duplicate_evidence", h.hex()[:16])
+        self.evidence[(item.challenge_id, h)] = item
+
 
 def apply_body(
     state: AppState,
@@ -238,6 +336,7 @@ def apply_body(
     parent: bytes,
     vset: ValidatorSet,
     validate_module: ModuleValidator | None = None,
+    aggregate: Aggregator | None = None,
 ) -> AppState:
     """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule."""
     d = _Draft(state, height, parent)
@@ -252,7 +351,7 @@ def apply_body(
     if state.is_epoch_end(height):
         if body.submissions or body.attestations:
             raise BlockRejected("busy_weights_block", "the epoch's last block carries only weights")
-        expected = derive_weights(_state_for_weights(state, d), vset, d.epoch)
+        expected = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
         if body.weights != expected:
             raise BlockRejected("weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones")
         d.weights[d.epoch] = expected
@@ -264,6 +363,11 @@ def apply_body(
     _check_sorted(body.attestations, lambda e: (attestation_key(e), e.signer), "attestations")
     for env in body.attestations:
         d.attestation(env, state.netuid, vset)
+    _check_sorted(body.evidence_votes, vote_key, "evidence votes")
+    for env in body.evidence_votes:
+        d.evidence_vote(env, state.netuid, vset)
+    for item in body.evidence:
+        d.evidence_bundle(item)
     return d.finish()
 
 
@@ -279,6 +383,15 @@ def attestation_key(env: SignedEnvelope) -> bytes:
         return decode(env.body, Attestation).submission_id
     except WireError:
         return b""
+
+
+def vote_key(env: SignedEnvelope) -> tuple[str, bytes]:
+    from wire.codec import decode
+
+    try:
+        return decode(env.body, EvidenceVote).challenge_id, env.signer
+    except WireError:
+        return "", env.signer
 
 
 def _check_sorted(
@@ -303,43 +416,87 @@ def build_body(
     submission_pool: Iterable[SignedEnvelope],
     attestation_pool: Iterable[SignedEnvelope],
     validate_module: ModuleValidator | None = None,
+    aggregate: Aggregator | None = None,
+    evidence_vote_pool: Iterable[SignedEnvelope] = (),
+    evidence_pool: Iterable[EvidenceBundle] = (),
     max_submissions: int = 256,
     max_attestations: int = 2048,
 ) -> BlockBody:
-    """What an honest leader proposes: every pooled item that is valid now, in canonical order."""
+    """What an honest leader proposes: every pooled item that is valid now, in canonical order,
+    within the block's byte budget."""
     d = _Draft(state, height, parent)
     info = None
     if state.is_epoch_start(height):
         info = replace(epoch_info, epoch=d.epoch)
         d.epoch_info = info
+    budget = _Budget(BODY_BUDGET - (0 if info is None else len(encode(info))))
     registry: list[RegistryItem] = []
     for item in registry_pool:
+        if not budget.fits(item):
+            continue
         try:
             d.registry_item(item, validate_module)
         except BlockRejected:
             continue
         registry.append(item)
+        budget.take(item)
         if len(registry) >= 16:
             break
     if state.is_epoch_end(height):
-        weights = derive_weights(_state_for_weights(state, d), vset, d.epoch)
+        weights = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
         return BlockBody(info, tuple(registry), (), (), weights)
+    votes: list[SignedEnvelope] = []
+    for env in sorted(set(evidence_vote_pool), key=vote_key)[:MAX_EVIDENCE_VOTES]:
+        try:
+            d.evidence_vote(env, state.netuid, vset)
+        except BlockRejected:
+            continue
+        votes.append(env)
+        budget.take(env)
+    evidence: list[EvidenceBundle] = []
+    for item in sorted(set(evidence_pool), key=lambda e: (e.challenge_id, bundle_hash(e.bundle))):
+        if not budget.fits(item):
+            continue
+        try:
+            d.evidence_bundle(item)
+        except BlockRejected:
+            continue
+        evidence.append(item)
+        budget.take(item)
+        break  # one bundle per block
     subs: list[SignedEnvelope] = []
     for env in sorted(set(submission_pool), key=submission_id):
         if len(subs) >= max_submissions:
             break
+        if not budget.fits(env):
+            continue
         try:
             d.submission(env, state.netuid)
         except BlockRejected:
             continue
         subs.append(env)
+        budget.take(env)
     atts: list[SignedEnvelope] = []
     for env in sorted(set(attestation_pool), key=lambda e: (attestation_key(e), e.signer)):
-        if len(atts) >= max_attestations:
+        if len(atts) >= max_attestations or not budget.fits(env):
             break
         try:
             d.attestation(env, state.netuid, vset)
         except BlockRejected:
             continue
         atts.append(env)
-    return BlockBody(info, tuple(registry), tuple(subs), tuple(atts), None)
+        budget.take(env)
+    return BlockBody(info, tuple(registry), tuple(subs), tuple(atts), None, tuple(votes), tuple(evidence))
+
+
+class _Budget:
+    """Bytes left for a proposal's items (an item's encoding plus CBOR framing)."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def fits(self, item: object) -> bool:
+        return len(encode(item)) + 16 <= self.left
+
+    def take(self, item: object) -> None:
+        self.left -= len(encode(item)) + 16
