@@ -49,7 +49,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     if args.json:
         print(json.dumps(summary, sort_keys=True))
-        return 0 if summary["identical"] else 1
+        return 0 if summary["identical"] and summary["scores_identical"] else 1
     print()
     print(
         f"decided heights (common to all): {summary['decided_heights']} in {summary['elapsed_s']} s; "
@@ -62,8 +62,15 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"epoch {e['epoch']}: weights {verdict} across {len(e['weights'])} validators")
         for hotkey, vector in e["weights"].items():
             print(f"  {hotkey[:12]}..  {vector}")
+    last = summary["last_epoch_scores"]
+    if summary["scores_identical"] and last:
+        print(f"epoch {last['epoch']} scores per challenge (uid: score, 1e9 = 1.0), same on every validator:")
+        for cid, per in sorted(last["scores"].items()):
+            print(f"  {cid:22} {per or '(nothing scored: share burnt)'}")
+    else:
+        print("per-challenge scores of the last epoch DIFFER between validators (see --json)")
     print(f"set_weights calls accepted by the local chain: {summary['chain_accepted_set_weights']}")
     print(f"stores (blocks, certificates, checkpoints) and audit logs: {root}/data/<netuid>/<hotkey>/")
     print(f"logs: {summary['logs']}")
     print(f"dashboards (while running): {', '.join(v['dashboard'] for v in summary['validators'])}")
-    return 0 if summary["identical"] else 1
+    return 0 if summary["identical"] and summary["scores_identical"] else 1

@@ -49,7 +49,9 @@ __all__ = [
 
 CHALLENGES_DIR = Path(__file__).resolve().parents[1] / "challenges"
 # (challenge directory, emission share in ppb); the remaining 10% is burnt to the owner
-EXAMPLE_CHALLENGES = (("maxsat", 300_000_000), ("lz-compress", 300_000_000), ("tsp-tour", 300_000_000))
+EXAMPLE_CHALLENGES = (("maxsat", 200_000_000), ("lz-compress", 200_000_000), ("tsp-tour", 200_000_000))
+# the seeds' two other subnets, scored once per epoch over agreed evidence (`aggregate`)
+SEED_CHALLENGES = (("allways-swap", 150_000_000), ("bitdefense-invariants", 150_000_000))
 
 
 @dataclass
@@ -60,13 +62,21 @@ class ExampleChallenge:
     task: bytes
     payloads: list[bytes]  # what the simulated miners submit (from the challenge's test vectors)
     share_ppb: int
+    epoch_scored: bool = False  # scored by `aggregate` over the epoch's agreed evidence
 
 
-def example_challenges() -> list[ExampleChallenge]:
-    """The example challenges with the task that has the most test-vector submissions."""
+def example_challenges(seeds: bool = False) -> list[ExampleChallenge]:
+    """The example challenges with the task that has the most test-vector submissions (and, with
+    `seeds`, the two epoch-scored seed challenges, which have no task)."""
     import tomllib
 
     out = []
+    if seeds:
+        for name, share in SEED_CHALLENGES:
+            d = CHALLENGES_DIR / name
+            meta = tomllib.loads((d / "challenge.toml").read_text())
+            wasm = (d / meta["challenge"]["module"]).read_bytes()
+            out.append(ExampleChallenge(name, wasm, dict(meta.get("policy", {})), b"", [], share, True))
     for name, share in EXAMPLE_CHALLENGES:
         d = CHALLENGES_DIR / name
         meta = tomllib.loads((d / "challenge.toml").read_text())
@@ -101,7 +111,7 @@ def registry_items(owner_wallet_dir: Path) -> list[bytes]:
 
     owner = Hotkey.from_wallet("owner", "default", owner_wallet_dir)
     items, nonce = [], 0
-    challenges = example_challenges()
+    challenges = example_challenges(seeds=True)
     for c in challenges:
         nonce += 1
         manifest = ChallengeManifest(
@@ -128,14 +138,16 @@ def registry_items(owner_wallet_dir: Path) -> list[bytes]:
 
 
 class Miners:
-    """Simulated miners: each epoch, every miner submits one payload per active example challenge."""
+    """Simulated miners: each epoch, every miner submits one payload per active example challenge,
+    and answers the epoch's BitDefense rounds as an honest engine, an always-safe or a random miner
+    (by index). Allways miners trade on the simulated swap market, not through submissions."""
 
     def __init__(self, root: Path, count: int, validators: list[DevnetValidator]) -> None:
         from wire.keys import Hotkey
 
         self.keys = [Hotkey.from_wallet(f"miner{i}", "default", root / "wallets") for i in range(count)]
         self.validators = validators
-        self.challenges = example_challenges()
+        self.challenges = [c for c in example_challenges(seeds=True) if c.challenge_id != "allways-swap"]
         self.done: set[int] = set()
         self.sent = 0
         self.refused: list[str] = []
@@ -145,12 +157,18 @@ class Miners:
         from wire.codec import encode
         from wire.envelope import seal
 
+        rounds = _bitdefense_rounds()
         out = []
         for i, key in enumerate(self.keys):
             for c in self.challenges:
-                payload = c.payloads[(i + epoch) % len(c.payloads)]
-                env = seal(Submission(c.challenge_id, epoch, i, payload), key, NETUID)
-                out.append((i % len(self.validators), encode(env)))
+                if c.challenge_id == "bitdefense-invariants":
+                    kind = rounds.MINER_KINDS[i % len(rounds.MINER_KINDS)]
+                    payloads = [rounds.answer(kind, epoch, r, i) for r in range(rounds.ROUNDS_PER_EPOCH)]
+                else:
+                    payloads = [c.payloads[(i + epoch) % len(c.payloads)]]
+                for nonce, payload in enumerate(payloads):
+                    env = seal(Submission(c.challenge_id, epoch, nonce, payload), key, NETUID)
+                    out.append((i % len(self.validators), encode(env)))
         return out
 
     def submit(self, epoch: int) -> None:
@@ -181,6 +199,12 @@ class Miners:
                     nursery.start_soon(one, vi, items)
 
         trio.run(all_validators)
+
+
+def _bitdefense_rounds() -> Any:
+    from validator_node.evidence import _challenge_module
+
+    return _challenge_module("bitdefense-invariants", "rounds")
 
 
 def publish_registry(root: Path, v: DevnetValidator) -> list[str]:
@@ -231,7 +255,9 @@ def run(
             s0 = statuses[0]
             # miners hand submissions to every validator, so all must have applied the activation
             ready = all(
-                s is not None and len(s.get("challenges", [])) == len(EXAMPLE_CHALLENGES) for s in statuses
+                s is not None
+                and len(s.get("challenges", [])) == len(EXAMPLE_CHALLENGES) + len(SEED_CHALLENGES)
+                for s in statuses
             )
             ready = ready and len({s["next_epoch"] for s in statuses if s is not None}) == 1
             if s0 is not None and ready:
@@ -282,7 +308,14 @@ def summarise(
         identical = len(vectors) == len(vals) and all(x == vectors[0] and x for x in vectors)
         all_identical &= identical
         per_epoch.append({"epoch": e, "weights": by_validator, "identical": identical})
+    # the last closed epoch's per-challenge scores as each validator derived them
+    last_scores = {v.ss58: (read_status(root, v) or {}).get("last_epoch_scores") for v in vals}
+    scored = [x for x in last_scores.values() if x]
+    scores_identical = len(scored) == len(vals) and all(x == scored[0] for x in scored)
     return {
+        "last_epoch_scores": scored[0] if scores_identical else last_scores,
+        "scores_identical": scores_identical,
+        "challenges_scored": sorted(c for c, per in (scored[0]["scores"] if scored else {}).items() if per),
         "validators": [
             {
                 "index": v.index,

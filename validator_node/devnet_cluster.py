@@ -106,6 +106,10 @@ def create(
     return vals, path
 
 
+# where devnet validators observe evidence for the epoch-scored seed challenges
+DEVNET_EVIDENCE = "allways-swap=swap-market-sim,bitdefense-invariants=bitdefense-rounds"
+
+
 def node_command(
     root: Path,
     v: DevnetValidator,
@@ -146,6 +150,7 @@ def node_command(
         "--api.port",
         str(v.api_port),
     ]
+    cmd += ["--evidence", DEVNET_EVIDENCE]
     if stop_at is not None:
         cmd += ["--stop-at-height", str(stop_at)]
     return cmd

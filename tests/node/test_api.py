@@ -37,7 +37,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
     with devnet.Processes(root, vals, epoch_blocks=EPOCH_BLOCKS).start_all():
         wait(lambda: devnet.read_status(root, vals[0])["height"] >= 1, 60)
         assert set(devnet.publish_registry(root, vals[0])) == {"ok"}
-        wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
+        wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 5 for v in vals), 30)
         miners = devnet.Miners(root, 4, vals)
         # submit right after an epoch opens, so the whole epoch is left to evaluate and attest
         wait(
@@ -49,7 +49,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
         )
         epoch = devnet.read_status(root, vals[0])["next_epoch"]
         miners.submit(epoch)
-        assert miners.sent == 12, miners.refused
+        assert miners.sent == 4 * (3 + 4), miners.refused  # 3 example payloads, 4 BitDefense answers
         # wait for that epoch's weights to be decided and set
         wait(lambda: devnet.read_status(root, vals[0])["height"] >= (epoch + 1) * EPOCH_BLOCKS + 1, 60)
         yield root, vals
@@ -70,7 +70,13 @@ def test_json_api(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
     assert code == 200 and block["height"] == 1 and len(block["certificate"]["signatures"]) >= 2
     assert json.loads(get(base + "/api/blocks?limit=3")[1])[0]["height"] >= block["height"]
     challenges = json.loads(get(base + "/api/challenges")[1])
-    assert {c["id"] for c in challenges} == {"maxsat", "lz-compress", "tsp-tour"}
+    assert {c["id"] for c in challenges} == {
+        "maxsat",
+        "lz-compress",
+        "tsp-tour",
+        "allways-swap",
+        "bitdefense-invariants",
+    }
     assert all(c["status"] == "active" for c in challenges)
     weights = json.loads(get(base + "/api/weights")[1])
     assert weights["decided"] and weights["submitted"] and weights["submitted"][0]["result"] == "ok"

@@ -37,7 +37,8 @@ def vote_records(root: Path, v: devnet.DevnetValidator) -> list[VoteRecord]:
 
 def test_four_validators_two_epochs_identical_weights_on_chain(tmp_path: Path) -> None:
     """The main job end to end: registry published by the owner, miners submitting, WASM
-    evaluation, attestations, decided weights, and every validator's set_weights accepted."""
+    evaluation, attestations, evidence votes and `aggregate`, decided weights, and every
+    validator's set_weights accepted."""
     summary = devnet.run(tmp_path / "dn", validators=4, epochs=2, epoch_blocks=10, timeout=150, quiet=True)
     assert summary["chain_identical"], summary
     assert summary["exit_codes"] == [0, 0, 0, 0]
@@ -49,6 +50,16 @@ def test_four_validators_two_epochs_identical_weights_on_chain(tmp_path: Path) -
         assert len(vectors[0]) > 1, "only the owner was weighted: no miner score reached the weights"
     assert summary["chain_accepted_set_weights"] == 4 * 2
     assert summary["identical"]
+    # all five challenges scored the last epoch, the two seed ones by `aggregate` over agreed
+    # evidence, and every validator derived the same per-challenge scores
+    assert summary["scores_identical"], summary["last_epoch_scores"]
+    assert summary["challenges_scored"] == [
+        "allways-swap",
+        "bitdefense-invariants",
+        "lz-compress",
+        "maxsat",
+        "tsp-tour",
+    ]
 
 
 def test_kill9_validator_restarts_catches_up_and_never_equivocates(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_hostile_peers_and_items_are_refused_and_counted(tmp_path: Path) -> None
         assert "not active" in replies[4]
         # 3. with the challenges active: a replayed submission and a flood from one miner
         assert set(devnet.publish_registry(root, target)) == {"ok"}
-        devnet.wait_until(lambda: len(devnet.read_status(root, target)["challenges"]) == 3, 30, "activation")
+        devnet.wait_until(lambda: len(devnet.read_status(root, target)["challenges"]) == 5, 30, "activation")
         epoch = devnet.read_status(root, target)["next_epoch"]
         payload = devnet.example_challenges()[0].payloads[0]
         flood = [
