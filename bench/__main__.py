@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-MODULES = ("bench.bench_consensus", "bench.bench_runtime", "bench.bench_dht", "bench.bench_devnet")
+MODULES = (
+    "bench.bench_consensus",
+    "bench.bench_runtime",
+    "bench.bench_seed",
+    "bench.bench_dht",
+    "bench.bench_sync",
+    "bench.bench_devnet",
+)
 
 
 def main() -> None:

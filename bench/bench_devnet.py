@@ -96,7 +96,7 @@ def main() -> None:
     with cluster.start_all():
         devnet.wait_until(lambda: (devnet.read_status(root, vals[0]) or {}).get("height", 0) >= 1, 60)
         devnet.publish_registry(root, vals[0])
-        devnet.wait_until(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 3 for v in vals), 30)
+        devnet.wait_until(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 5 for v in vals), 30)
         miners = [Hotkey.from_wallet(f"miner{i}", "default", root / "wallets") for i in range(MINERS)]
         challenges = devnet.example_challenges()
         h0, t0 = devnet.read_status(root, vals[0])["height"], time.monotonic()
