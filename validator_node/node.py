@@ -264,6 +264,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
                     self._nursery.start_soon(
                         self._dht_publish, "block", self.dht.put_decision, self.cfg.netuid, a.height, packet
                     )
+                    for item in body.registry:  # a decided module, fetchable by its hash from any node
+                        if item.module is not None:
+                            self._nursery.start_soon(self._dht_publish, "module", self.dht.put_blob, item.module)
                 await trio.to_thread.run_sync(self._after_decision, a.height, a.block, a.certificate)
                 for sub in admitted:
                     self._nursery.start_soon(self._evaluate, sub)

@@ -206,8 +206,13 @@ def test_owner_publishes_a_lifecycle_command_from_the_cli(
 
 
 def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
-    """A client that trusts only the validator set fetches a decided block from the validators' DHT."""
+    """A client that trusts only the validator set fetches a decided block, and a registered
+    challenge module by its hash, from the validators' DHT."""
+    import hashlib
+
     import trio
+
+    from dht import records
 
     from validator_node.chain.local import LocalChain
     from validator_node.node import validator_set_from
@@ -219,7 +224,7 @@ def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.D
     finally:
         chain.close()
 
-    async def fetch() -> object:
+    async def fetch() -> tuple[object, bytes]:
         import multiaddr
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -240,10 +245,13 @@ def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.D
                     while packet is None:
                         packet = await dht.get_decision(devnet.NETUID, 2)
                         await trio.sleep(0.2)
+                    module = await dht.get_blob(records.blob_key(wasm))  # checked against its hash
             for peer in list(host.get_connected_peers()):  # the DHT dialled other validators too
                 await host.disconnect(peer)
-        return packet
+        return packet, module
 
-    packet = trio.run(fetch)
+    wasm = devnet.example_challenges()[0].wasm
+    packet, module = trio.run(fetch)
+    assert hashlib.sha256(module).digest() == hashlib.sha256(wasm).digest()
     body = json.loads(get(f"http://127.0.0.1:{vals[0].api_port}/api/blocks/2")[1])
     assert packet.certificate.block_hash.hex() == body["hash"]  # type: ignore[attr-defined]
