@@ -14,7 +14,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import trio
+
 from validator_node import devnet
+from validator_node.p2p.host import submit_items
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
 EPOCH_BLOCKS = 30  # room for the DHT round trips and the attestations inside one epoch
@@ -28,6 +31,28 @@ def api(v: devnet.DevnetValidator, path: str) -> object:
 def metric(root: Path, v: devnet.DevnetValidator, line_start: str) -> float:
     text = (root / "data" / str(devnet.NETUID) / v.ss58 / "metrics.prom").read_text()
     return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line_start))
+
+
+def hostile_large_items(root: Path, epoch: int, payload: bytes) -> list[bytes]:
+    from validator_node.payloads import dht_key_of
+    from validator_node.pipeline.messages import LargeSubmission, PayloadRef, Submission
+    from wire.codec import encode
+    from wire.envelope import SignedEnvelope, seal
+    from wire.keys import Hotkey
+
+    miner = Hotkey.from_wallet("miner0", "default", root / "wallets")
+    ref = PayloadRef(hashlib.sha256(payload).digest(), len(payload), dht_key_of(payload))
+    tampered = payload[:-1] + bytes([payload[-1] ^ 1])
+    wrong_key = PayloadRef(ref.sha256, ref.size, hashlib.sha256(b"elsewhere").digest())
+
+    def signed(nonce: int, r: PayloadRef | None, inline: bytes = b"") -> SignedEnvelope:
+        return seal(Submission("lz-compress", epoch, nonce, inline, r), miner, devnet.NETUID)
+
+    return [
+        encode(LargeSubmission(signed(10, ref), tampered)),
+        encode(LargeSubmission(signed(11, wrong_key), payload)),
+        encode(LargeSubmission(signed(12, None, b"inline"), payload)),
+    ]
 
 
 def test_a_large_payload_travels_by_hash_and_every_validator_evaluates_it(tmp_path: Path) -> None:
@@ -61,6 +86,14 @@ def test_a_large_payload_travels_by_hash_and_every_validator_evaluates_it(tmp_pa
         )  # fmt: skip
         assert reply.returncode == 0 and reply.stdout.strip() == "ok", reply.stdout + reply.stderr
         digest = hashlib.sha256(payload).hexdigest()
+        # bytes that are not the ones the miner signed for, or a reference naming another DHT
+        # key, are refused at the door and not kept (only the honest payload is stored below)
+        replies = trio.run(submit_items, vals[0].multiaddr(), hostile_large_items(root, epoch, payload))
+        assert replies == [
+            "refused: the payload does not match the signed reference",
+            "refused: the reference names another DHT key than the payload's",
+            "refused: a large submission must carry a payload reference and no inline bytes",
+        ], replies
 
         def attested_everywhere() -> bool:
             for v in vals:
