@@ -266,7 +266,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
                     )
                     for item in body.registry:  # a decided module, fetchable by its hash from any node
                         if item.module is not None:
-                            self._nursery.start_soon(self._dht_publish, "module", self.dht.put_blob, item.module)
+                            publish = (self._dht_publish, "module", self.dht.put_blob, item.module)
+                            self._nursery.start_soon(*publish)
                 await trio.to_thread.run_sync(self._after_decision, a.height, a.block, a.certificate)
                 for sub in admitted:
                     self._nursery.start_soon(self._evaluate, sub)

@@ -213,7 +213,6 @@ def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.D
     import trio
 
     from dht import records
-
     from validator_node.chain.local import LocalChain
     from validator_node.node import validator_set_from
 
