@@ -325,6 +325,8 @@ class Application:
             return str(exc)
         if vote.epoch != self.state.epoch_of(self.tip_height + 1):
             return f"evidence vote for epoch {vote.epoch}"
+        if not self._active(vote.challenge_id, vote.epoch):  # else made-up ids could fill the pool
+            return f"evidence vote for challenge {vote.challenge_id!r}, which is not active"
         key = (vote.challenge_id, env.signer)
         if key in self.evidence_vote_pool or env.signer in self.state.evidence_votes.get(
             vote.challenge_id, {}
@@ -337,6 +339,8 @@ class Application:
         key = (item.challenge_id, bundle_hash(item.bundle))
         if item.epoch != self.state.epoch_of(self.tip_height + 1):
             return f"evidence for epoch {item.epoch}"
+        if not self._active(item.challenge_id, item.epoch):
+            return f"evidence for challenge {item.challenge_id!r}, which is not active"
         if key in self.evidence_pool or key in self.state.evidence:
             return "duplicate"
         # unsigned and up to 512 KiB: keep a few per challenge, then only ones a vote names
@@ -350,6 +354,9 @@ class Application:
             return "evidence no vote names, and the pool for this challenge is full"
         self.evidence_pool[key] = item
         return None
+
+    def _active(self, challenge_id: str, epoch: int) -> bool:
+        return any(m.challenge_id == challenge_id for m in self.state.registry.active(epoch))
 
 
 def _epoch_of_vote(env: SignedEnvelope) -> int:

@@ -43,12 +43,13 @@ from validator_node.pipeline.messages import (
     EpochWeights,
     LargeSubmission,
     RegistryItem,
+    Submission,
 )
 from validator_node.pipeline.state import Admitted
 from validator_node.state_sync import StateSync
 from validator_node.store import NodeStore
-from wire.codec import decode_any, encode
-from wire.envelope import seal
+from wire.codec import decode, decode_any, encode
+from wire.envelope import SignedEnvelope, seal
 from wire.errors import WireError
 from wire.keys import Hotkey, public_key_of
 
@@ -76,6 +77,21 @@ class NodeConfig:
     sync_from_checkpoint: bool = True
     dht: bool = True  # keep decided blocks and checkpoints in the Kademlia DHT
     evidence: str = ""  # CHALLENGE=SOURCE,... (validator_node.evidence)
+
+
+def _bare_reference(item: object) -> str | None:
+    """A miner's submission by reference must come with its bytes (`LargeSubmission`): a bare one
+    would have every validator search the DHT for bytes nobody may hold. (Validators relay bare
+    envelopes among themselves once one of them holds and has published the bytes.)"""
+    if not isinstance(item, SignedEnvelope):
+        return None
+    try:
+        sub = decode(item.body, Submission)
+    except WireError:
+        return None  # not a submission, or a malformed one: the pool's checks give the reason
+    if sub.payload_ref is not None:
+        return "a submission by reference must be sent with its payload (a large submission)"
+    return None
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:
@@ -142,8 +158,16 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
     def _validate_block(self, height: int, data: bytes) -> str | None:
         return self.app.validate(height, data, self._chain_block)
 
-    def _build_block(self, height: int) -> bytes:
-        return self.app.propose(height, self.hotkey.public_key, self._chain_block)
+    def _build_block(self, height: int) -> bytes | None:
+        """This node's proposal, or None if building it failed (a bug, or a module the rules run
+        failing locally): then this node does not propose, and the view change that follows hands
+        the height to the next leader instead of stopping the node."""
+        try:
+            return self.app.propose(height, self.hotkey.public_key, self._chain_block)
+        except Exception as exc:
+            self.metrics.inc("proposals_failed_total")
+            log.error("height %d: could not build a proposal: %s", height, exc)
+            return None
 
     def _on_submit(self, item: object) -> str | None:
         """A miner's submission or the owner's registry item arrived on the submit protocol."""
@@ -153,8 +177,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
             if reason is None:
                 self.metrics.inc("items_admitted_total", kind=kind)
         else:
-            reason = self.app.offer(item)  # type: ignore[arg-type]
             kind = "registry" if isinstance(item, RegistryItem) else "submission"
+            reason = _bare_reference(item) or self.app.offer(item)  # type: ignore[arg-type]
         if reason is None:
             if kind != "large_submission":
                 self.metrics.inc("items_admitted_total", kind=kind)
@@ -239,7 +263,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
             if self._proposal_due is not None and now >= self._proposal_due:
                 self._proposal_due = None
                 height = self.replica.height
-                await self._execute(self.replica.propose(self._build_block(height)))
+                proposal = self._build_block(height)
+                if proposal is not None:
+                    await self._execute(self.replica.propose(proposal))
             if now >= self.replica.deadline:
                 await self._execute(self.replica.on_timer(now))
 
@@ -320,8 +346,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
         if self.aggregator.epoch_scored(manifest, wasm):
             self._attest_latency(sub)
             return
-        payload = await self._payload_of(sub)
         try:
+            payload = await self._payload_of(sub)  # a store error here is host-side too
             if payload is None:  # referenced, and nobody served the bytes in time
                 ok, kind, score = False, "payload_unavailable", -1
             else:

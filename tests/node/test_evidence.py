@@ -31,6 +31,7 @@ from validator_node.pipeline.evidence import (
 )
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
+    MAX_EVIDENCE_VOTES,
     Attestation,
     BlockBody,
     EpochInfo,
@@ -202,10 +203,12 @@ def test_votes_below_quorum_score_nothing_and_a_minority_cannot_forge(aggregator
     forged = ROUNDS.build_bundle(
         0, [n.hotkey.hex() for n in NEURONS], [(7, 2, ROUNDS.answer("honest", 0, 0, 2), 1)]
     )
-    # 400 + 200 of 1000 is not a quorum (3s > 2t): nothing is agreed; the share burns to the owner
-    thin = apply_body(
-        s, votes_body([vote(VALS[0], bundle), vote(VALS[2], bundle)], [bundle]), height=5, parent=P, vset=VSET
-    )
+    # 400 + 200 of 1000 is not a quorum (3s > 2t): nothing is agreed, so the bytes are not even
+    # admitted, and the share burns to the owner
+    two = [vote(VALS[0], bundle), vote(VALS[2], bundle)]
+    with pytest.raises(BlockRejected, match="unagreed_evidence"):
+        apply_body(s, votes_body(two, [bundle]), height=5, parent=P, vset=VSET)
+    thin = apply_body(s, votes_body(two), height=5, parent=P, vset=VSET)
     assert agreed_hash(thin.evidence_votes[CID], VSET) is None
     assert epoch_scores(thin, VSET, aggregator).get(CID) is None
     _, weights = close_epoch(thin, aggregator, first=6)
@@ -213,8 +216,9 @@ def test_votes_below_quorum_score_nothing_and_a_minority_cannot_forge(aggregator
     # the 100-stake validator votes for forged evidence: the honest quorum's bundle still scores
     mixed = [vote(v, bundle) for v in VALS[:3]] + [vote(VALS[3], forged)]
     s2 = apply_body(s, votes_body(mixed, [bundle]), height=5, parent=P, vset=VSET)
-    s2 = apply_body(s2, votes_body([], [forged]), height=6, parent=P, vset=VSET)
-    assert len(s2.evidence) == 2
+    with pytest.raises(BlockRejected, match="unagreed_evidence"):  # the minority's bytes stay out
+        apply_body(s2, votes_body([], [forged]), height=6, parent=P, vset=VSET)
+    assert len(s2.evidence) == 1
     assert (
         epoch_scores(s2, VSET, aggregator)[CID]
         == epoch_scores(
@@ -231,7 +235,8 @@ def test_votes_below_quorum_score_nothing_and_a_minority_cannot_forge(aggregator
         (5, lambda b: votes_body([vote(MINERS[0], b)]), "evidence_not_validator"),
         (5, lambda b: votes_body([vote(VALS[0], b, epoch=1)]), "wrong_epoch"),
         (5, lambda b: votes_body([vote(VALS[0], b, challenge="maxsat")]), "inactive_challenge"),
-        (5, lambda b: votes_body([], [b]), "unvoted_evidence"),
+        (5, lambda b: votes_body([], [b]), "unagreed_evidence"),
+        (5, lambda b: votes_body([vote(VALS[0], b), vote(VALS[2], b)], [b]), "unagreed_evidence"),
         (5, lambda b: votes_body([vote(VALS[0], b)], [b], epoch=1), "wrong_epoch"),
         (5, lambda b: BlockBody(None, (), (), (), None, (vote(VALS[0], b),) * 2), "unsorted_items"),
     ],
@@ -248,7 +253,8 @@ def test_a_second_vote_and_a_repeated_bundle_are_refused() -> None:
     s = start()
     for h in range(2, 5):
         s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
-    s = apply_body(s, votes_body([vote(VALS[0], b"one")], [b"one"]), height=5, parent=P, vset=VSET)
+    quorum = [vote(v, b"one") for v in VALS[:3]]
+    s = apply_body(s, votes_body(quorum, [b"one"]), height=5, parent=P, vset=VSET)
     with pytest.raises(BlockRejected, match="duplicate_evidence_vote"):
         apply_body(s, votes_body([vote(VALS[0], b"two")]), height=6, parent=P, vset=VSET)
     with pytest.raises(BlockRejected, match="duplicate_evidence"):
@@ -267,6 +273,30 @@ def test_evidence_survives_a_snapshot_and_resets_with_the_epoch() -> None:
     s = apply_body(s, BlockBody(None, (), (), (), derive_weights(s, VSET, 0)), height=B, parent=P, vset=VSET)
     s = apply_body(s, BlockBody(replace(INFO, epoch=1), (), (), (), None), height=B + 1, parent=P, vset=VSET)
     assert s.evidence_votes == {} and s.evidence == {}
+
+
+def test_votes_for_made_up_challenges_cannot_crowd_out_real_ones() -> None:
+    """A validator signing hundreds of votes for challenge ids that sort first: the leader skips
+    them (inactive) and still takes every real vote, and the agreed bundle goes in."""
+    s = start()
+    for h in range(2, 5):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    junk = [vote(VALS[3], b"x", challenge=f"!{i:03}") for i in range(MAX_EVIDENCE_VOTES + 44)]
+    body = build_body(
+        s,
+        height=5,
+        parent=P,
+        vset=VSET,
+        epoch_info=INFO,
+        registry_pool=[],
+        submission_pool=[],
+        attestation_pool=[],
+        evidence_vote_pool=junk + [vote(v, b"x") for v in VALS],
+        evidence_pool=[EvidenceBundle(CID, 0, b"x")],
+    )
+    assert [vote_key(e)[0] for e in body.evidence_votes] == [CID] * 4
+    assert [e.bundle for e in body.evidence] == [b"x"]
+    apply_body(s, body, height=5, parent=P, vset=VSET)
 
 
 def test_leader_puts_votes_and_one_bundle_in_window_blocks_only() -> None:
@@ -341,3 +371,19 @@ def test_scores_from_output_normalise_exactly(weights: list[int]) -> None:
 def test_outputs_off_the_convention_are_refused(output: bytes) -> None:
     with pytest.raises(AggregateOutputInvalid):
         scores_from_output(output, 8)
+
+
+def test_the_aggregate_memo_is_keyed_by_policy_too(aggregator: SandboxAggregator) -> None:
+    """An update that keeps the module but lowers its fuel must not reuse the old output: a node
+    that never ran the old policy would compute the new one and derive other weights."""
+    s = at_cut(aggregator)
+    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
+    entry = s.registry.get(CID)
+    assert entry is not None
+    full = aggregator.aggregate(entry.manifest, WASM, bundle)
+    assert full is not None and scores_from_output(full, len(NEURONS))
+    starved = replace(
+        entry.manifest, policy=ModulePolicy.from_dict({**entry.manifest.policy.to_dict(), "fuel": 10_000})
+    )
+    assert aggregator.aggregate(starved, WASM, bundle) is None  # out of fuel, not the memo's output
+    assert aggregator.aggregate(entry.manifest, WASM, bundle) == full

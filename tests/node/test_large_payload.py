@@ -52,6 +52,7 @@ def hostile_large_items(root: Path, epoch: int, payload: bytes) -> list[bytes]:
         encode(LargeSubmission(signed(10, ref), tampered)),
         encode(LargeSubmission(signed(11, wrong_key), payload)),
         encode(LargeSubmission(signed(12, None, b"inline"), payload)),
+        encode(signed(13, ref)),  # a bare reference: nobody may hold the bytes
     ]
 
 
@@ -93,6 +94,7 @@ def test_a_large_payload_travels_by_hash_and_every_validator_evaluates_it(tmp_pa
             "refused: the payload does not match the signed reference",
             "refused: the reference names another DHT key than the payload's",
             "refused: a large submission must carry a payload reference and no inline bytes",
+            "refused: a submission by reference must be sent with its payload (a large submission)",
         ], replies
 
         def attested_everywhere() -> bool:

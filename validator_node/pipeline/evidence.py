@@ -4,10 +4,12 @@ A challenge whose module exports `aggregate` (ABI section 3.1) is scored once pe
 evidence bundle: swap-contract events for Allways, the round's verdicts for BitDefense. Validators
 observe that evidence outside consensus (a contract, or the decided submissions of the epoch), so
 they must first agree on it. Each validator signs an `EvidenceVote` naming the hash of what it
-observed; the bundle bytes travel once, unsigned, and are admitted only under a decided vote for
-their hash. A bundle is *agreed* when validators holding a quorum of stake (3s > 2t) voted for it:
-then at most one bundle per challenge can be agreed, and a Byzantine minority can neither forge
-evidence nor block honest validators who observed the same thing.
+observed; the bundle bytes travel once, unsigned. A bundle is *agreed* when validators holding a
+quorum of stake (3s > 2t) voted for its hash, and only an agreed bundle's bytes are admitted into
+a block (in the block that completes the quorum or a later one of the window): so at most one
+bundle per challenge and epoch is ever admitted, and a Byzantine minority can neither forge
+evidence, nor fill blocks with bytes nobody agreed on, nor block honest validators who observed
+the same thing.
 
 The epoch's heights, for an epoch of B blocks starting at `first` and ending at `last`:
 

@@ -16,7 +16,7 @@ from wire.envelope import SignedEnvelope
 MAX_INLINE_PAYLOAD = 256 * 1024
 MAX_REF_PAYLOAD = 16 * 1024 * 1024  # larger payloads travel by hash (the DHT), never in a block
 MAX_ITEMS = 512
-MAX_EVIDENCE = 512 * 1024  # one bundle; a block carries at most one
+MAX_EVIDENCE = 512 * 1024  # one bundle; a block carries agreed bundles within its byte budget
 MAX_EVIDENCE_VOTES = 256
 I64 = Annotated[int, Range(-(2**63), 2**63 - 1)]
 
@@ -137,7 +137,7 @@ class BlockBody:
     attestations: Annotated[tuple[SignedEnvelope, ...], Len(0, 8 * MAX_ITEMS)]
     weights: EpochWeights | None
     evidence_votes: Annotated[tuple[SignedEnvelope, ...], Len(0, MAX_EVIDENCE_VOTES)] = ()
-    evidence: Annotated[tuple[EvidenceBundle, ...], Len(0, 1)] = ()
+    evidence: Annotated[tuple[EvidenceBundle, ...], Len(0, 16)] = ()  # agreed ones only: one per challenge
 
 
 EMPTY_BODY = BlockBody(None, (), (), (), None)

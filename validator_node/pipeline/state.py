@@ -147,6 +147,8 @@ def epoch_scores(
         return best
     uids = {n.uid for n in state.epoch_info.neurons}
     for challenge_id in sorted(state.evidence_votes):
+        if challenge_id not in epoch_scored:  # e.g. updated mid-epoch to a module without `aggregate`
+            continue
         h = agreed_hash(state.evidence_votes[challenge_id], vset)
         item = None if h is None else state.evidence.get((challenge_id, h))
         entry = state.registry.get(challenge_id)
@@ -317,12 +319,17 @@ class _Draft:
             raise BlockRejected("duplicate_evidence_vote", f"{vote.challenge_id} {env.signer.hex()[:16]}")
         per[env.signer] = vote.bundle_sha256
 
-    def evidence_bundle(self, item: EvidenceBundle) -> None:
+    def evidence_bundle(self, item: EvidenceBundle, vset: ValidatorSet) -> None:
+        """Bytes are admitted only once their hash is agreed (a quorum of stake voted for it, in
+        this block or before), so each challenge admits at most one bundle per epoch and nobody
+        can fill blocks with bundles nobody agreed on."""
         h = bundle_hash(item.bundle)
         if item.epoch != self.epoch:
             raise BlockRejected("wrong_epoch", f"evidence for epoch {item.epoch}")
-        if h not in self.evidence_votes.get(item.challenge_id, {}).values():
-            raise BlockRejected("unvoted_evidence", f"no vote names {item.challenge_id} {h.hex()[:16]}")
+        if agreed_hash(self.evidence_votes.get(item.challenge_id, {}), vset) != h:
+            raise BlockRejected(
+                "unagreed_evidence", f"{item.challenge_id} {h.hex()[:16]} has no quorum of votes"
+            )
         if (item.challenge_id, h) in self.evidence:
             raise BlockRejected("duplicate_evidence", h.hex()[:16])
         self.evidence[(item.challenge_id, h)] = item
@@ -349,7 +356,7 @@ def apply_body(
     for item in body.registry:
         d.registry_item(item, validate_module)
     if state.is_epoch_end(height):
-        if body.submissions or body.attestations:
+        if body.submissions or body.attestations or body.evidence_votes or body.evidence:
             raise BlockRejected("busy_weights_block", "the epoch's last block carries only weights")
         expected = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
         if body.weights != expected:
@@ -367,13 +374,14 @@ def apply_body(
     for env in body.evidence_votes:
         d.evidence_vote(env, state.netuid, vset)
     for item in body.evidence:
-        d.evidence_bundle(item)
+        d.evidence_bundle(item, vset)
     return d.finish()
 
 
 def _state_for_weights(state: AppState, d: _Draft) -> AppState:
-    """Weights use the epoch's submissions and attestations, and the registry as of this block."""
-    return replace(state, registry=d.registry, epoch_info=d.epoch_info)
+    """Weights use the epoch's submissions and attestations, and the registry (with its modules)
+    as of this block."""
+    return replace(state, registry=d.registry, epoch_info=d.epoch_info, modules=d.modules)
 
 
 def attestation_key(env: SignedEnvelope) -> bytes:
@@ -431,7 +439,9 @@ def build_body(
         d.epoch_info = info
     budget = _Budget(BODY_BUDGET - (0 if info is None else len(encode(info))))
     registry: list[RegistryItem] = []
-    for item in registry_pool:
+    # The weights block carries only the weights (registry items wait one block), so the weights'
+    # size, unknown until they are derived, can never push the body over its cap.
+    for item in () if state.is_epoch_end(height) else registry_pool:
         if not budget.fits(item):
             continue
         try:
@@ -446,7 +456,9 @@ def build_body(
         weights = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
         return BlockBody(info, tuple(registry), (), (), weights)
     votes: list[SignedEnvelope] = []
-    for env in sorted(set(evidence_vote_pool), key=vote_key)[:MAX_EVIDENCE_VOTES]:
+    for env in sorted(set(evidence_vote_pool), key=vote_key):  # valid ones first, then the cap
+        if len(votes) >= MAX_EVIDENCE_VOTES or not budget.fits(env):
+            break
         try:
             d.evidence_vote(env, state.netuid, vset)
         except BlockRejected:
@@ -458,12 +470,11 @@ def build_body(
         if not budget.fits(item):
             continue
         try:
-            d.evidence_bundle(item)
+            d.evidence_bundle(item, vset)
         except BlockRejected:
             continue
         evidence.append(item)
         budget.take(item)
-        break  # one bundle per block
     subs: list[SignedEnvelope] = []
     for env in sorted(set(submission_pool), key=submission_id):
         if len(subs) >= max_submissions:
