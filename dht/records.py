@@ -264,7 +264,39 @@ class ManifestValidator(Validator):
 VsetFor = Callable[[int], ValidatorSet | None]
 
 
-class DecisionValidator(Validator):
+class _CertifiedRecords(Validator):
+    """What the two certified namespaces share: a commit certificate checked against
+    `vset_for(height)`, remembered per (key, value digest) so that the same record, validated by
+    py-libp2p on every put, get and incoming PUT, costs its sr25519 verifications once."""
+
+    netuid: int
+    vset_for: VsetFor
+    scheme: Scheme | None
+
+    def _init_cache(self, size: int) -> None:
+        self._cache: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._cache_size = size
+
+    def _check_certificate(self, key: str, value: bytes, cert: Certificate, height: int) -> None:
+        cache_key = (key, hashlib.sha256(value).digest())
+        if cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
+            return
+        vset = self.vset_for(height)
+        if vset is None:
+            raise RecordRefused("no_validator_set", f"no known validator set for height {height}")
+        try:
+            verify_certificate(
+                cert, vset, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
+            )
+        except CertificateError as exc:
+            raise RecordRefused("bad_certificate", str(exc)) from None
+        self._cache[cache_key] = None
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+class DecisionValidator(_CertifiedRecords):
     """/bt-block/<netuid>/<height>: a decided block with a commit certificate from a quorum of
     `vset_for(height)`. A height whose validator set the caller does not know (None) is refused:
     we cannot tell a real certificate from a forged one, so we neither store nor serve it.
@@ -277,8 +309,7 @@ class DecisionValidator(Validator):
         self.netuid = netuid
         self.vset_for = vset_for
         self.scheme = scheme
-        self._cache: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self._cache_size = cache
+        self._init_cache(cache)
 
     def validate(self, key: str, value: bytes) -> None:
         self.decode_valid(key, value)
@@ -308,22 +339,7 @@ class DecisionValidator(Validator):
                 raise RecordRefused("oversize", f"block of {rec.block.total_size} bytes > MAX_BLOCK_SIZE")
             if rec.block.value_hash != cert.block_hash:
                 raise RecordRefused("block_hash_mismatch", "block manifest is not for the certified hash")
-        cache_key = (key, hashlib.sha256(value).digest())
-        if cache_key in self._cache:
-            self._cache.move_to_end(cache_key)
-            return rec
-        vset = self.vset_for(height)
-        if vset is None:
-            raise RecordRefused("no_validator_set", f"no known validator set for height {height}")
-        try:
-            verify_certificate(
-                cert, vset, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
-            )
-        except CertificateError as exc:
-            raise RecordRefused("bad_certificate", str(exc)) from None
-        self._cache[cache_key] = None
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._check_certificate(key, value, cert, height)
         return rec
 
     def select(self, key: str, values: list[bytes]) -> int:
@@ -337,7 +353,7 @@ class DecisionValidator(Validator):
 BlockHeader = Callable[[bytes], tuple[int, bytes]]
 
 
-class CheckpointIndexValidator(Validator):
+class CheckpointIndexValidator(_CertifiedRecords):
     """/bt-checkpoint/<netuid>: a `CheckpointIndex` that proves where a real checkpoint is.
 
     Valid iff: the netuid is ours; `next_block` is block `height + 1` (by its certificate and by
@@ -364,8 +380,7 @@ class CheckpointIndexValidator(Validator):
         self.vset_for = vset_for
         self.block_header = block_header
         self.scheme = scheme
-        self._cache: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self._cache_size = cache
+        self._init_cache(cache)
 
     def validate(self, key: str, value: bytes) -> None:
         self.decode_valid(key, value)
@@ -401,22 +416,7 @@ class CheckpointIndexValidator(Validator):
             if rec.snapshot.value_hash != root:
                 raise RecordRefused("root_mismatch", "snapshot manifest is not for the certified state root")
             snapshot_key = manifest_key(rec.snapshot)
-        cache_key = (key, hashlib.sha256(value).digest())
-        if cache_key in self._cache:
-            self._cache.move_to_end(cache_key)
-            return rec, snapshot_key
-        vset = self.vset_for(next_height)
-        if vset is None:
-            raise RecordRefused("no_validator_set", f"no known validator set for height {next_height}")
-        try:
-            verify_certificate(
-                cert, vset, self.netuid, self.scheme, height=next_height, block_hash=cert.block_hash
-            )
-        except CertificateError as exc:
-            raise RecordRefused("bad_certificate", str(exc)) from None
-        self._cache[cache_key] = None
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._check_certificate(key, value, cert, next_height)
         return rec, snapshot_key
 
     def select(self, key: str, values: list[bytes]) -> int:
