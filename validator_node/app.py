@@ -42,6 +42,7 @@ from validator_node.pipeline.state import (
     submission_id,
     vote_key,
 )
+from validator_node.pipeline.validator_sets import consensus_set
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope, open_envelope
 from wire.errors import WireError
@@ -73,9 +74,11 @@ def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
 
 
 class Application:
-    def __init__(self, netuid: int, epoch_blocks: int, chain: Chain, vset: ValidatorSet) -> None:
+    def __init__(self, netuid: int, epoch_blocks: int, chain: Chain, genesis_vset: ValidatorSet) -> None:
         self.netuid = netuid
-        self.vset = vset
+        # the network's first consensus set; later ones come from decided blocks (validator_sets)
+        self.genesis_vset = genesis_vset
+        self._vset_history: dict[int, ValidatorSet] = {}  # epoch -> set, for older certificates
         owner = public_key_of(chain.subnet_owner())
         self.state = AppState(
             netuid, epoch_blocks, genesis(netuid, owner, chain.hyperparameters().mechanism_count)
@@ -131,7 +134,7 @@ class Application:
             parent=self.tip_hash,
             parent_chain_block=self.tip_chain_block,
             current_chain_block=current_chain_block,
-            vset=self.vset,
+            vset=self.vset_for(height),
             state_root=self.root,
         )
         if reason is not None:
@@ -150,7 +153,7 @@ class Application:
                 body,
                 height=height,
                 parent=self.tip_hash,
-                vset=self.vset,
+                vset=self.vset_for(height),
                 validate_module=self.validate_module,
                 aggregate=self.aggregator,
             )
@@ -168,20 +171,21 @@ class Application:
         if before.is_epoch_start(height):
             self.epoch_started_at = {before.epoch_of(height): time.monotonic()}
         if before.is_epoch_end(height):  # keep the closing epoch's scores for the leaderboard
-            scores = epoch_scores(before, self.vset, self.aggregator)
+            scores = epoch_scores(before, self.vset_for(height), self.aggregator)
             self.last_epoch_scores = (before.epoch_of(height), scores)
         self.state = apply_body(
             before,
             body,
             height=height,
             parent=self.tip_hash,
-            vset=self.vset,
+            vset=self.vset_for(height),
             validate_module=self.validate_module,
             aggregate=self.aggregator,
         )
         self.tip_height, self.tip_hash = height, hashlib.sha256(data).digest()
         self.tip_chain_block = block.chain_block
         self.root = state_root(self.state)
+        self._remember_vsets()
         admitted = [self.state.submissions[submission_id(e)] for e in body.submissions]
         self._prune(body)
         return admitted, body
@@ -220,7 +224,7 @@ class Application:
             self.state,
             height=height,
             parent=self.tip_hash,
-            vset=self.vset,
+            vset=self.vset_for(height),
             epoch_info=self.chain_view,
             registry_pool=list(self.registry_pool.values()),
             submission_pool=list(self.submission_pool.values()),
@@ -247,6 +251,41 @@ class Application:
         self.state = state
         self.tip_height, self.tip_hash, self.tip_chain_block = height, tip_hash, 0
         self.root = state_root(state)
+        self._remember_vsets()
+
+    # --- validator sets (pipeline.validator_sets) --------------------------------------------
+
+    def vset_for(self, height: int) -> ValidatorSet:
+        """The set that certifies `height` (the replica asks only for the tip's epoch and the
+        next, always known). For an epoch this node has no record of, the current set."""
+        known = consensus_set(self.state, self.tip_height, height, self.genesis_vset)
+        if known is not None:
+            return known
+        old = self._vset_history.get(self.state.epoch_of(height))
+        return old if old is not None else self.vset
+
+    def known_vset(self, height: int) -> ValidatorSet | None:
+        """The set that certifies `height` if this node knows it (decided), else None."""
+        known = consensus_set(self.state, self.tip_height, height, self.genesis_vset)
+        return known if known is not None else self._vset_history.get(self.state.epoch_of(height))
+
+    @property
+    def vset(self) -> ValidatorSet:
+        """The set of the next height to decide."""
+        found = consensus_set(self.state, self.tip_height, self.tip_height + 1, self.genesis_vset)
+        assert found is not None  # the next height is always in the tip's epoch or the one after
+        return found
+
+    def _remember_vsets(self) -> None:
+        epoch = self.state.epoch_of(self.tip_height) if self.tip_height > 0 else 0
+        for e in (epoch, epoch + 1):
+            vs = consensus_set(
+                self.state, self.tip_height, e * self.state.epoch_blocks + 1, self.genesis_vset
+            )
+            if vs is not None:
+                self._vset_history[e] = vs
+        for old in [e for e in self._vset_history if e < epoch - 64]:
+            del self._vset_history[old]
 
     # --- pools ------------------------------------------------------------------------------
 

@@ -112,13 +112,20 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
         self.data_dir = cfg.data_dir
         self.store = NodeStore(self.data_dir / "node.sqlite")
         self.payloads = PayloadStore(self.data_dir / "payloads.sqlite")
-        self.vset = validator_set_from(chain)
-        if hotkey.public_key not in self.vset:
+        # the chain's validators now: the trust root for a checkpoint from strangers, and the
+        # genesis set of a network this store has not seen; consensus then follows the decided
+        # metagraph snapshots (pipeline.validator_sets)
+        self.chain_vset = validator_set_from(chain)
+        if hotkey.public_key not in self.chain_vset:
             raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
         self._chain_block = chain.current_block()
-        self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, self.vset)
+        genesis_vset = self.store.genesis_vset()
+        if genesis_vset is None:
+            genesis_vset = self.chain_vset
+            self.store.set_genesis_vset(genesis_vset)
+        self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, genesis_vset)
         # peers admitted to consensus links: permit holders of the latest metagraph read
-        self._permitted = frozenset(v.hotkey for v in self.vset.validators)
+        self._permitted = frozenset(v.hotkey for v in self.chain_vset.validators)
         self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
         self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
@@ -157,6 +164,11 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
 
     def _validate_block(self, height: int, data: bytes) -> str | None:
         return self.app.validate(height, data, self._chain_block)
+
+    @property
+    def vset(self) -> ValidatorSet:
+        """The consensus set of the next height (decided; see pipeline.validator_sets)."""
+        return self.app.vset
 
     def _build_block(self, height: int) -> bytes | None:
         """This node's proposal, or None if building it failed (a bug, or a module the rules run
@@ -434,8 +446,11 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
                 if trio.current_time() - last_refresh >= metagraph_every:
                     last_refresh = trio.current_time()
                     mg = await trio.to_thread.run_sync(self.chain.metagraph)
-                    self._permitted = frozenset(public_key_of(n.hotkey) for n in mg.validators(min_stake=1))
+                    members = [(public_key_of(n.hotkey), n.stake) for n in mg.validators(min_stake=1)]
+                    self._permitted = frozenset(k for k, _ in members)
                     self.transport.readmit(self._permitted)
+                    if members:  # today's trust root for the DHT's records of unknown heights
+                        self.chain_vset = ValidatorSet.of(members)
                     # the snapshot this node would propose (and accept) for the next epoch; nodes
                     # converge on it within one refresh, and until then an epoch-opening block
                     # is refused by some and retried after a view change
@@ -459,7 +474,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
             "height": tip_h,
             "tip": tip_hash.hex(),
             "view": r.view,
-            "leader": self.vset.leader(r.height, r.view).hex(),
+            "leader": self.app.vset_for(r.height).leader(r.height, r.view).hex(),
             "peers": len(self.transport.book.links),
             "chain_block": self._chain_block,
             "evidence": self.store.evidence_count(),

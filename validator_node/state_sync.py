@@ -24,8 +24,17 @@ from consensus.validators import ValidatorSet
 from validator_node.app import Application
 from validator_node.block import Block
 from validator_node.metrics import Metrics
-from validator_node.pipeline.snapshot import Checkpoint, CheckpointInvalid, snapshot, verify_checkpoint
+from validator_node.pipeline.snapshot import (
+    AppSnapshot,
+    Checkpoint,
+    CheckpointInvalid,
+    restore,
+    snapshot,
+    verify_checkpoint,
+    verify_stranger_checkpoint,
+)
 from validator_node.pipeline.state import AppState
+from validator_node.pipeline.validator_sets import consensus_set
 from validator_node.store import NodeStore
 from wire.codec import decode, encode
 from wire.errors import WireError
@@ -80,6 +89,7 @@ class StateSync:
     cfg: Any
     hotkey: Hotkey
     vset: ValidatorSet
+    chain_vset: ValidatorSet
     store: NodeStore
     app: Application
     metrics: Metrics
@@ -103,7 +113,12 @@ class StateSync:
             if data is None:
                 raise RuntimeError(f"{self.store.path}: the base checkpoint {base} is missing")
             cp = decode(data, Checkpoint)
-            state = verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
+            # our own file: checked against the set it names for the block that certifies it
+            named = consensus_set(
+                restore(decode(cp.snapshot, AppSnapshot)), base, base + 1, self.app.genesis_vset
+            )
+            assert named is not None  # the height after a state is in its epoch or the next
+            state = verify_checkpoint(cp, named, self.cfg.netuid, self.cfg.epoch_blocks)
             self.app.install(state, base, decode(cp.next_block.block, Block).parent)
         committed = self.store.check_integrity()
         for h in range(base + 1, committed + 1):
@@ -118,7 +133,7 @@ class StateSync:
             log.info("resuming at height %d with %d recorded votes", committed + 1, len(records))
         return Replica(
             self.hotkey,
-            lambda h: self.vset,
+            self.app.vset_for,
             self._validate_block,
             ReplicaConfig(netuid=self.cfg.netuid, base_timeout=self.cfg.base_timeout),
             committed_height=committed,
@@ -133,8 +148,8 @@ class StateSync:
         at once; every candidate is checked with `verify_checkpoint` against this node's
         validator set alone, and the highest one that verifies is installed."""
         with trio.move_on_after(patience):  # validators holding a quorum of stake, or what we have
-            while not self.vset.is_quorum(
-                self.vset.stake_of_all(set(self.transport.book.links) | {self.hotkey.public_key})
+            while not self.chain_vset.is_quorum(
+                self.chain_vset.stake_of_all(set(self.transport.book.links) | {self.hotkey.public_key})
             ):
                 await trio.sleep(0.2)
         found: list[tuple[str, bytes, Checkpoint, AppState]] = []
@@ -161,7 +176,8 @@ class StateSync:
 
         def check() -> tuple[Checkpoint, AppState]:
             cp = decode(data, Checkpoint)
-            return cp, verify_checkpoint(cp, self.vset, self.cfg.netuid, self.cfg.epoch_blocks)
+            # a stranger's checkpoint, checked against the chain's validators of today
+            return cp, verify_stranger_checkpoint(cp, self.chain_vset, self.cfg.netuid, self.cfg.epoch_blocks)
 
         return await trio.to_thread.run_sync(check)
 
@@ -241,7 +257,8 @@ class StateSync:
         node = DhtNode(
             self.transport.host,
             self.cfg.netuid,
-            lambda height: self.vset,
+            # a height this node has not reached (a new node's checkpoint): the chain's set
+            lambda height: self.app.known_vset(height) or self.chain_vset,
             store_path=self.data_dir / "dht.sqlite",
             metrics=self.metrics,
             block_header=block_header,

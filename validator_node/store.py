@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from consensus.messages import Certificate, DecisionPacket, Equivocation, VoteRecord
+from consensus.validators import ValidatorSet
 from wire.codec import decode, encode
 from wire.errors import WireError
 
@@ -194,3 +195,15 @@ class NodeStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def genesis_vset(self) -> ValidatorSet | None:
+        """The network's first consensus set, as this store recorded it when it was created (a
+        restart must replay epoch 0 with the same set, whatever the chain's stake is now)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'genesis_vset'").fetchone()
+        if row is None:
+            return None
+        return ValidatorSet.of((bytes.fromhex(k), int(s)) for k, s in json.loads(row[0]))
+
+    def set_genesis_vset(self, vset: ValidatorSet) -> None:
+        value = json.dumps([[v.hotkey.hex(), v.stake] for v in vset.validators])
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('genesis_vset', ?)", (value,))

@@ -162,3 +162,52 @@ def test_sigterm_stops_a_node_cleanly(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0
     log = (root / "logs" / "validator0.log").read_text()
     assert "SIGTERM: stopping" in log and "Traceback" not in log
+
+
+def certificate_signers(root: Path, v: devnet.DevnetValidator) -> dict[int, set[bytes]]:
+    from consensus.messages import Certificate
+    from validator_node.devnet_cluster import _read_store
+
+    rows = _read_store(root, v, "SELECT height, certificate FROM decided")
+    return {int(h): {s.signer for s in decode(bytes(c), Certificate).signatures} for h, c in rows}
+
+
+def test_the_consensus_set_follows_the_decided_metagraph(tmp_path: Path) -> None:
+    """Stake moves on the chain: a hotkey without a permit at genesis gains one with 6000 of
+    15000 TAO. The running validators put it in an epoch's metagraph snapshot; from the next
+    epoch's first block on it is in the consensus set, and since the other three (9000) are then
+    no quorum, it signs every block from there. It joins as a new node (from a checkpoint that
+    the old set certified) and every validator decides the same chain."""
+    from validator_node.chain.local import LocalChain
+    from wire.keys import public_key_of
+
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 4)
+    old, newcomer = vals[:3], vals[3]
+    uid = 4  # the owner is uid 0, validators 1..4
+    with LocalChain(root / "chain.sqlite") as chain:
+        assert public_key_of(chain.metagraph().neurons[uid].hotkey) == public_key_of(newcomer.ss58)
+        chain.set_neuron(uid, validator_permit=False)
+    key = public_key_of(newcomer.ss58)
+    with devnet.Processes(root, vals).start_all(old) as cluster:
+        wait_for(lambda: all(height(root, v) >= 14 for v in old), 90, "the old set past its first epoch")
+        with LocalChain(root / "chain.sqlite") as chain:
+            chain.set_neuron(uid, stake=6000 * 10**9, validator_permit=True)
+        before = min(height(root, v) for v in old)
+        cluster.start(newcomer)
+
+        def newcomer_signs() -> bool:
+            return any(key in signers for signers in certificate_signers(root, vals[0]).values())
+
+        wait_for(newcomer_signs, 150, "a block certified with the newcomer's signature")
+        target = max(height(root, v) for v in vals) + 4
+        wait_for(lambda: all(height(root, v) >= target for v in vals), 60, "four more heights")
+    signers = certificate_signers(root, vals[0])
+    joined = min(h for h, s in signers.items() if key in s)
+    assert joined > before and (joined - 1) % 12 == 0, (before, joined)  # at an epoch's start
+    assert all(key in signers[h] for h in signers if h >= joined)  # needed for every quorum since
+    assert all(key not in signers[h] for h in signers if h < joined)
+    chains = [dict(devnet.decided_chain(root, v)) for v in vals]
+    for chain in chains[1:]:
+        shared = chain.keys() & chains[0].keys()
+        assert shared and all(chain[h] == chains[0][h] for h in shared)

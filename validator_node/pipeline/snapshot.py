@@ -56,6 +56,12 @@ class EvidenceVoteRow:
     bundle_sha256: Bytes32
 
 
+@wire_message("app.validatorrow", version=1, max_size=64)
+class ValidatorRow:
+    hotkey: Bytes32
+    stake: U64
+
+
 @wire_message("app.snapshot", version=2, max_size=MAX_SNAPSHOT)
 class AppSnapshot:
     netuid: U16
@@ -69,6 +75,7 @@ class AppSnapshot:
     weights: tuple[EpochWeights, ...]
     evidence_votes: tuple[EvidenceVoteRow, ...]
     evidence: tuple[EvidenceBundle, ...]  # sorted by (challenge, sha256 of the bundle)
+    validators: tuple[ValidatorRow, ...]  # the epoch's consensus set; empty: the genesis set
 
 
 def snapshot(state: AppState) -> AppSnapshot:
@@ -97,6 +104,9 @@ def snapshot(state: AppState) -> AppSnapshot:
             for v, h in sorted(state.evidence_votes[c].items())
         ),
         evidence=tuple(state.evidence[k] for k in sorted(state.evidence)),
+        validators=()
+        if state.validators is None
+        else tuple(ValidatorRow(v.hotkey, v.stake) for v in state.validators.validators),
     )
 
 
@@ -124,6 +134,7 @@ def restore(snap: AppSnapshot) -> AppState:
         weights={w.epoch: w for w in snap.weights},
         evidence_votes=evidence_votes,
         evidence={(e.challenge_id, hashlib.sha256(e.bundle).digest()): e for e in snap.evidence},
+        validators=ValidatorSet.of((v.hotkey, v.stake) for v in snap.validators) if snap.validators else None,
     )
 
 
@@ -146,9 +157,42 @@ class CheckpointInvalid(ValueError):
 
 
 def verify_checkpoint(cp: Checkpoint, vset: ValidatorSet, netuid: int, epoch_blocks: int) -> AppState:
-    """The state a checkpoint proves, or CheckpointInvalid. Trusts only the validator set."""
-    from validator_node.block import Block
+    """The state a checkpoint proves, or CheckpointInvalid, for a reader that knows the set
+    certifying the block after it (`vset`): its own records."""
+    _check_certificate(cp, vset, netuid)  # before the (possibly large) snapshot is restored
+    return _open_checkpoint(cp, netuid, epoch_blocks)
 
+
+def verify_stranger_checkpoint(
+    cp: Checkpoint, trust: ValidatorSet, netuid: int, epoch_blocks: int
+) -> AppState:
+    """The state a checkpoint from a peer or the DHT proves, for a node that knows only the
+    chain's validators of today (`trust`), or CheckpointInvalid.
+
+    The consensus set moves with the decided metagraph (pipeline.validator_sets), so the set that
+    certified an older block need not be today's. Two checks instead: the block after the
+    checkpoint carries a commit certificate of a quorum of the set the checkpoint itself names
+    for that height (it is a decision of that network, under its own rules), and its signers
+    hold more than a third of `trust`'s stake (so, if fewer than a third of today's stake is
+    Byzantine, an honest validator of today signed it, and honest validators only sign what
+    they decide). The state root binds everything else, including the named set."""
+    from validator_node.pipeline.validator_sets import consensus_set
+
+    signers = [s.signer for s in cp.next_block.certificate.signatures]
+    vouching = trust.stake_of_all(signers)
+    if not trust.exceeds_one_third(vouching):  # cheap, before the snapshot is restored
+        raise CheckpointInvalid(
+            f"its signers hold {vouching} of the chain's {trust.total_stake} validator stake"
+            " (more than a third is needed)"
+        )
+    state = _open_checkpoint(cp, netuid, epoch_blocks)
+    named = consensus_set(state, cp.height, cp.height + 1, trust)
+    assert named is not None  # the height after a state is in its epoch or the next
+    _check_certificate(cp, named, netuid)
+    return state
+
+
+def _check_certificate(cp: Checkpoint, vset: ValidatorSet, netuid: int) -> None:
     nb = cp.next_block
     try:
         verify_certificate(
@@ -156,6 +200,14 @@ def verify_checkpoint(cp: Checkpoint, vset: ValidatorSet, netuid: int, epoch_blo
         )
     except CertificateError as exc:
         raise CheckpointInvalid(f"certificate of block {cp.height + 1}: {exc}") from None
+
+
+def _open_checkpoint(cp: Checkpoint, netuid: int, epoch_blocks: int) -> AppState:
+    """Decode a checkpoint and check that the block after it commits to its snapshot (no
+    signature checked yet)."""
+    from validator_node.block import Block
+
+    nb = cp.next_block
     try:
         block = decode(nb.block, Block)
         snap = decode(cp.snapshot, AppSnapshot)
@@ -167,4 +219,7 @@ def verify_checkpoint(cp: Checkpoint, vset: ValidatorSet, netuid: int, epoch_blo
         raise CheckpointInvalid("snapshot does not match the state root the certified block commits to")
     if snap.netuid != netuid or snap.epoch_blocks != epoch_blocks:
         raise CheckpointInvalid("snapshot is for another subnet or epoch length")
-    return restore(snap)
+    try:
+        return restore(snap)
+    except ValueError as exc:  # e.g. a validator row with no stake
+        raise CheckpointInvalid(f"snapshot does not restore: {exc}") from None

@@ -41,6 +41,7 @@ from validator_node.pipeline.messages import (
     Submission,
     WeightRowMsg,
 )
+from validator_node.pipeline.validator_sets import next_epoch_set
 from validator_node.weights import WeightLimits, WeightsError, from_manifests, weight_rows
 from wire.codec import encode
 from wire.envelope import SignedEnvelope, open_envelope
@@ -87,6 +88,9 @@ class AppState:
     # this epoch's evidence for epoch-scored challenges (pipeline.evidence)
     evidence_votes: Mapping[str, Mapping[bytes, bytes]] = field(default_factory=dict)
     evidence: Mapping[tuple[str, bytes], EvidenceBundle] = field(default_factory=dict)
+    # the consensus set of the current epoch, from the previous epoch's decided EpochInfo (None:
+    # the genesis set still applies; pipeline.validator_sets)
+    validators: ValidatorSet | None = None
 
     def epoch_of(self, height: int) -> int:
         return (height - 1) // self.epoch_blocks
@@ -215,7 +219,9 @@ class _Draft:
         self.weights = dict(state.weights)
         self.evidence_votes = {k: dict(v) for k, v in state.evidence_votes.items()}
         self.evidence = dict(state.evidence)
+        self.validators = state.validators
         if state.is_epoch_start(height):
+            self.validators = next_epoch_set(state)  # the closing epoch's snapshot takes over
             self.epoch_info = None
             self.submissions, self.attestations, self.miner_counts = {}, {}, {}
             self.evidence_votes, self.evidence = {}, {}
@@ -233,6 +239,7 @@ class _Draft:
             weights=recent,
             evidence_votes=self.evidence_votes,
             evidence=self.evidence,
+            validators=self.validators,
         )
 
     # each method applies one item or raises BlockRejected, leaving the draft unchanged on error
