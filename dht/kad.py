@@ -117,7 +117,8 @@ class DhtNode:
 
     Use inside the host's lifetime: ``async with DhtNode(host, ...).running() as dht: ...``.
     `block_header` (see `records.BlockHeader`) enables checkpoint indexes (/bt-checkpoint/);
-    without it this node neither stores nor serves them.
+    without it this node neither stores nor serves them. `trust_for` (see `records.validators`)
+    judges heights whose set `vset_for` does not know.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class DhtNode:
         metrics: MetricsSink | None = None,
         scheme: Scheme | None = None,
         block_header: BlockHeader | None = None,
+        trust_for: VsetFor | None = None,
         timeout: float = 30.0,
         fetch_concurrency: int = 4,
         memory_budget: int = 512 * 1024 * 1024,
@@ -143,7 +145,7 @@ class DhtNode:
         self.memory_budget = memory_budget
         self.trim_interval = trim_interval
         self._fetch_limit = trio.CapacityLimiter(fetch_concurrency)
-        table = records.validators(netuid, vset_for, scheme, block_header)
+        table = records.validators(netuid, vset_for, scheme, block_header, trust_for)
         self.decisions: DecisionValidator = table[NS_BLOCK]  # type: ignore[assignment]
         self.checkpoints: CheckpointIndexValidator | None = table.get(NS_CHECKPOINT)  # type: ignore[assignment]
         self.validator = _CountingValidator(table, strict_validation=True, metrics=self.metrics)

@@ -37,7 +37,7 @@ from typing import Annotated
 
 from libp2p.records.validator import NamespacedValidator, Validator
 
-from consensus.certificates import CertificateError, verify_certificate
+from consensus.certificates import CertificateError, verify_certificate, verify_vouched
 from consensus.crypto import Scheme
 from consensus.messages import MAX_BLOCK_SIZE, Certificate, DecisionPacket
 from consensus.validators import ValidatorSet
@@ -272,6 +272,11 @@ class _CertifiedRecords(Validator):
     netuid: int
     vset_for: VsetFor
     scheme: Scheme | None
+    # the validators of today's chain, for heights whose set `vset_for` does not know (None: refuse)
+    trust_for: VsetFor | None = None
+    # for such heights: is more than a third of `trust_for`'s stake enough (checkpoint indexes,
+    # whose reader checks the rest), or must the signers be a quorum of it (decided blocks)?
+    vouching_is_enough = False
 
     def _init_cache(self, size: int) -> None:
         self._cache: OrderedDict[tuple[str, bytes], None] = OrderedDict()
@@ -283,12 +288,22 @@ class _CertifiedRecords(Validator):
             self._cache.move_to_end(cache_key)
             return
         vset = self.vset_for(height)
-        if vset is None:
+        trust = None if vset is not None or self.trust_for is None else self.trust_for(height)
+        if vset is None and trust is None:
             raise RecordRefused("no_validator_set", f"no known validator set for height {height}")
         try:
-            verify_certificate(
-                cert, vset, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
-            )
+            if vset is not None:
+                verify_certificate(
+                    cert, vset, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
+                )
+            elif self.vouching_is_enough:
+                verify_vouched(
+                    cert, trust, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
+                )  # type: ignore[arg-type]
+            else:
+                verify_certificate(
+                    cert, trust, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
+                )  # type: ignore[arg-type]
         except CertificateError as exc:
             raise RecordRefused("bad_certificate", str(exc)) from None
         self._cache[cache_key] = None
@@ -440,16 +455,27 @@ def make_validator(
 
 
 def validators(
-    netuid: int, vset_for: VsetFor, scheme: Scheme | None = None, block_header: BlockHeader | None = None
+    netuid: int,
+    vset_for: VsetFor,
+    scheme: Scheme | None = None,
+    block_header: BlockHeader | None = None,
+    trust_for: VsetFor | None = None,
 ) -> dict[str, Validator]:
-    """Namespace -> validator for this project's DHT."""
+    """Namespace -> validator for this project's DHT. `vset_for(height)`: the set that certified
+    `height`, if known; `trust_for(height)`: today's chain validators, for heights it does not
+    know (decided blocks then need a quorum of them, checkpoint indexes more than a third)."""
+    decisions = DecisionValidator(netuid, vset_for, scheme)
+    decisions.trust_for = trust_for
     out: dict[str, Validator] = {
         NS_CONTENT: ContentValidator(),
         NS_MANIFEST: ManifestValidator(),
-        NS_BLOCK: DecisionValidator(netuid, vset_for, scheme),
+        NS_BLOCK: decisions,
     }
     if block_header is not None:
-        out[NS_CHECKPOINT] = CheckpointIndexValidator(netuid, vset_for, block_header, scheme)
+        checkpoints = CheckpointIndexValidator(netuid, vset_for, block_header, scheme)
+        checkpoints.trust_for = trust_for
+        checkpoints.vouching_is_enough = True
+        out[NS_CHECKPOINT] = checkpoints
     return out
 
 

@@ -257,8 +257,9 @@ class StateSync:
         node = DhtNode(
             self.transport.host,
             self.cfg.netuid,
-            # a height this node has not reached (a new node's checkpoint): the chain's set
-            lambda height: self.app.known_vset(height) or self.chain_vset,
+            self.app.known_vset,
+            # heights this node has no set for (a new node's checkpoint): today's chain
+            trust_for=lambda height: self.chain_vset,
             store_path=self.data_dir / "dht.sqlite",
             metrics=self.metrics,
             block_header=block_header,

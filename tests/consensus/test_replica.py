@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from consensus.actions import PersistVote
-from consensus.certificates import CertificateError, verify_certificate
+from consensus.certificates import CertificateError, verify_certificate, verify_vouched
 from consensus.crypto import seal
 from consensus.messages import (
     PHASE_COMMIT,
@@ -74,6 +74,26 @@ def test_certificate_checks() -> None:
         verify_certificate(cert, c.vset, NETUID + 1)  # a certificate never transfers between subnets
     with pytest.raises(CertificateError, match="different block"):
         verify_certificate(cert, c.vset, NETUID, block_hash=bytes(32))
+
+
+def test_vouched_certificates() -> None:
+    """A reader whose only anchor is another set (today's chain): more than a third of that
+    set's stake must have validly signed; signers it does not know are ignored."""
+    c = Cluster([1, 1, 1, 1])
+    c.start()
+    c.deliver(limit=200)
+    cert = next(n for n in c.nodes.values() if n.decided).decided[0].certificate
+    signer = cert.signatures[0].signer
+    stranger = Hotkey.from_name("vouch-stranger").public_key
+    today = ValidatorSet.of([(signer, 40), (stranger, 60)])  # the signer holds 40 of 100
+    verify_vouched(cert, today, NETUID)
+    with pytest.raises(CertificateError, match="more than a third"):
+        verify_vouched(cert, ValidatorSet.of([(signer, 30), (stranger, 70)]), NETUID)
+    forged = (VoteSignature(signer, bytes(64)), *cert.signatures[1:])
+    with pytest.raises(CertificateError, match="bad signature"):
+        verify_vouched(
+            Certificate(cert.phase, cert.height, cert.view, cert.block_hash, forged), today, NETUID
+        )
 
 
 def _leader_node(c: Cluster, height: int = 1, view: int = 0):  # type: ignore[no-untyped-def]

@@ -126,3 +126,28 @@ async def test_a_dht_without_a_block_decoder_refuses_the_namespace() -> None:
         dht.validator.validate(KEY, encode(index(4, b"state")))
     with pytest.raises(RecordRefused, match="unknown_namespace"):
         await dht.put_checkpoint(NETUID, 4, b"state", next_block(4, b"state"))
+
+
+def test_heights_without_a_known_set_are_judged_by_todays_chain() -> None:
+    """A new node knows no set for the network's recent heights, only today's chain validators:
+    a checkpoint index then needs signers holding more than a third of today's stake (the node
+    checks the set the checkpoint names after fetching it); a decided block still needs a quorum."""
+    from consensus.validators import ValidatorSet
+    from tests.dht.certs import OUTSIDER
+
+    snap = b"a state"
+    # today's chain: KEYS[0] (40) and an outsider with 50 of 100: KEYS[:3] hold 40 of it
+    today = ValidatorSet.of([(KEYS[0].public_key, 40), (OUTSIDER.public_key, 50), (KEYS[3].public_key, 10)])
+    table = records.validators(NETUID, vset_for, block_header=block_header, trust_for=lambda h: today)
+    ckey, value = KEY, encode(index(2000, snap))  # certified by KEYS[:3]; 2000: no known set
+    table[records.NS_CHECKPOINT].validate(ckey, value)  # 40 of 100 of today's stake vouch
+    with pytest.raises(RecordRefused, match="more than a third"):  # only KEYS[3] (10) vouches
+        table[records.NS_CHECKPOINT].validate(
+            ckey, encode(replace(index(2000, snap), next_block=next_block(2000, snap, KEYS[1:])))
+        )
+    with pytest.raises(RecordRefused, match="not in the validator set"):  # blocks need a quorum
+        table[records.NS_BLOCK].validate(records.block_key(NETUID, 2001), encode(decision(2001)))
+    # without a trust root such heights are refused, as before
+    strict = records.validators(NETUID, vset_for, block_header=block_header)
+    with pytest.raises(RecordRefused, match="no known validator set"):
+        strict[records.NS_CHECKPOINT].validate(ckey, value)
