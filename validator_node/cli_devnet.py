@@ -66,7 +66,8 @@ def run_command(args: argparse.Namespace) -> int:
     if summary["scores_identical"] and last:
         print(f"epoch {last['epoch']} scores per challenge (uid: score, 1e9 = 1.0), same on every validator:")
         for cid, per in sorted(last["scores"].items()):
-            print(f"  {cid:22} {per or '(nothing scored: share burnt)'}")
+            ordered = {uid: per[uid] for uid in sorted(per, key=int)}
+            print(f"  {cid:22} {ordered or '(nothing scored: share burnt)'}")
     else:
         print("per-challenge scores of the last epoch DIFFER between validators (see --json)")
     print(f"set_weights calls accepted by the local chain: {summary['chain_accepted_set_weights']}")
