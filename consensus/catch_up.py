@@ -41,7 +41,8 @@ class CatchUpRules(ReplicaFields):
             if signer in self.round.vset:
                 self._ask_sync(signer, out)
             return False
-        if signer not in self.round.vset:
+        # a member of that height's set (which may be the next epoch's) or of the current one
+        if signer not in self.round.vset and signer not in self.validator_sets(height):
             out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))
             return False
         buf = self._future.setdefault(height, [])

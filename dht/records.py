@@ -291,21 +291,16 @@ class _CertifiedRecords(Validator):
         trust = None if vset is not None or self.trust_for is None else self.trust_for(height)
         if vset is None and trust is None:
             raise RecordRefused("no_validator_set", f"no known validator set for height {height}")
+        judge = vset if vset is not None else trust
+        assert judge is not None
+        vouched = vset is None and self.vouching_is_enough
+        check = verify_vouched if vouched else verify_certificate
         try:
-            if vset is not None:
-                verify_certificate(
-                    cert, vset, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
-                )
-            elif self.vouching_is_enough:
-                verify_vouched(
-                    cert, trust, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
-                )  # type: ignore[arg-type]
-            else:
-                verify_certificate(
-                    cert, trust, self.netuid, self.scheme, height=height, block_hash=cert.block_hash
-                )  # type: ignore[arg-type]
+            check(cert, judge, self.netuid, self.scheme, height=height, block_hash=cert.block_hash)
         except CertificateError as exc:
             raise RecordRefused("bad_certificate", str(exc)) from None
+        if vouched:
+            return  # not cached: once the height's set is known, the full rule applies
         self._cache[cache_key] = None
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -437,10 +432,13 @@ class CheckpointIndexValidator(_CertifiedRecords):
     def select(self, key: str, values: list[bytes]) -> int:
         def rank(i: int) -> tuple[int, bytes]:
             try:
-                height = decode(bytes(values[i]), CheckpointIndex).height
+                rec = decode(bytes(values[i]), CheckpointIndex)
+                height, signers = rec.height, len(rec.next_block.certificate.signatures)
             except WireError:
-                height = -1
-            return -height, bytes(values[i])
+                height, signers = -1, 0
+            # newest first; then the most signatures, so that a copy trimmed to a bare third of
+            # today's stake (valid for a new node's DHT, refused by its reader) never wins
+            return -height, -signers, bytes(values[i])
 
         return min(range(len(values)), key=rank)
 

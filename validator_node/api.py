@@ -158,13 +158,14 @@ class NodeApi:
             "payload_bytes": len(sub.payload) if sub.payload_ref is None else sub.payload_ref.size,
             "payload_sha256": None if sub.payload_ref is None else sub.payload_ref.sha256.hex(),
             "attestations": {_ss58(v): s for v, s in sorted(atts.items())},
-            "aggregate": stake_weighted_median(atts, self.node.vset),
+            "aggregate": stake_weighted_median(atts, self.node.app.vset_for(sub.height)),
         }
 
     def leaderboard(self, parts: list[str], q: dict[str, list[str]]) -> Any:
         """Per challenge, miners by their best aggregated score: this epoch so far, and the last
         closed epoch (whose scores produced the current weights)."""
-        current = epoch_scores(self.node.app.state, self.node.vset, self.node.aggregator)
+        app = self.node.app  # the state holds the tip's epoch: score it with that epoch's set
+        current = epoch_scores(app.state, app.vset_for(max(app.tip_height, 1)), self.node.aggregator)
         last = self.node.app.last_epoch_scores
 
         def board(scores: dict[str, dict[int, int]]) -> dict[str, list[dict[str, int]]]:

@@ -80,8 +80,13 @@ class Application:
         self.genesis_vset = genesis_vset
         self._vset_history: dict[int, ValidatorSet] = {}  # epoch -> set, for older certificates
         owner = public_key_of(chain.subnet_owner())
+        # the genesis set is in the state from height 0, so block 1's state root commits to it: a
+        # node created with another view of the chain refuses block 1 instead of diverging later
         self.state = AppState(
-            netuid, epoch_blocks, genesis(netuid, owner, chain.hyperparameters().mechanism_count)
+            netuid,
+            epoch_blocks,
+            genesis(netuid, owner, chain.hyperparameters().mechanism_count),
+            validators=genesis_vset,
         )
         self.chain_view = epoch_info_from_chain(chain)
         self.root = state_root(self.state)

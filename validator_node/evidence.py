@@ -159,7 +159,7 @@ class EvidenceDuty:
                 if source is not None:
                     self._nursery.start_soon(self._observe, source, m.challenge_id, epoch, cut, state)
         for challenge_id, votes in sorted(state.evidence_votes.items()):
-            h = agreed_hash(votes, self.vset)
+            h = agreed_hash(votes, self.app.vset_for(height))
             item = None if h is None else state.evidence.get((challenge_id, h))
             entry = state.registry.get(challenge_id)
             if item is None or entry is None or (challenge_id, h) in self._warmed:
@@ -179,7 +179,8 @@ class EvidenceDuty:
         self, source: EvidenceSource, challenge_id: str, epoch: int, cut: int, state: AppState
     ) -> None:
         try:
-            bundle = await trio.to_thread.run_sync(source.observe, challenge_id, epoch, cut, state, self.vset)
+            vset = self.app.vset_for(cut)  # the epoch's set, whatever the tip is by now
+            bundle = await trio.to_thread.run_sync(source.observe, challenge_id, epoch, cut, state, vset)
         except Exception as exc:
             self.metrics.inc("evidence_observed_total", challenge=challenge_id, result="error")
             log.error("could not observe %s evidence for epoch %d: %s", challenge_id, epoch, exc)

@@ -58,6 +58,7 @@ log = logging.getLogger("validator_node")
 # first byte of every frame on a validator link: which layer it is for. Only consensus is left
 # (0x01, app items, moved to GossipSub: p2p/gossip.py); other values are counted and dropped.
 CONSENSUS = b"\x00"
+MIN_EPOCH_BLOCKS = 4
 
 
 @dataclass
@@ -105,6 +106,10 @@ def validator_set_from(chain: Chain) -> ValidatorSet:
 
 class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
     def __init__(self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain) -> None:
+        if cfg.epoch_blocks < MIN_EPOCH_BLOCKS:
+            # the replica may enter height h+2 while the application has applied only h-1, and
+            # must still know that height's validator set (pipeline.validator_sets)
+            raise ValueError(f"--epoch-blocks must be at least {MIN_EPOCH_BLOCKS} (got {cfg.epoch_blocks})")
         self.cfg = cfg
         self.hotkey = hotkey
         self.chain = chain
@@ -116,22 +121,24 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
         # genesis set of a network this store has not seen; consensus then follows the decided
         # metagraph snapshots (pipeline.validator_sets)
         self.chain_vset = validator_set_from(chain)
-        if hotkey.public_key not in self.chain_vset:
-            raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
         self._chain_block = chain.current_block()
         genesis_vset = self.store.genesis_vset()
         if genesis_vset is None:
             genesis_vset = self.chain_vset
             self.store.set_genesis_vset(genesis_vset)
         self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, genesis_vset)
-        # peers admitted to consensus links: permit holders of the latest metagraph read
-        self._permitted = frozenset(v.hotkey for v in self.chain_vset.validators)
         self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
         self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
         self.evidence_sources = parse_sources(cfg.evidence)
         self._warmed: set[tuple[str, bytes]] = set()
         self._load_state()
+        # peers admitted to consensus links: permit holders of the latest metagraph read, and the
+        # members of the decided sets of this epoch and the next (whose stake counts for quorums
+        # even if the chain has since taken their permit)
+        self._permitted = frozenset(v.hotkey for v in self.chain_vset.validators) | self._decided_members()
+        if hotkey.public_key not in self._permitted:
+            raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
         self.replica = self._new_replica()
         self._pending_checkpoint: tuple[int, bytes] | None = None
         self._proposal_due: float | None = None
@@ -164,6 +171,15 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
 
     def _validate_block(self, height: int, data: bytes) -> str | None:
         return self.app.validate(height, data, self._chain_block)
+
+    def _decided_members(self) -> frozenset[bytes]:
+        tip = self.app.tip_height
+        now = self.app.vset_for(tip + 1)
+        following = self.app.known_vset((self.app.state.epoch_of(tip + 1) + 1) * self.cfg.epoch_blocks + 1)
+        members = {v.hotkey for v in now.validators}
+        if following is not None:
+            members |= {v.hotkey for v in following.validators}
+        return frozenset(members)
 
     @property
     def vset(self) -> ValidatorSet:
@@ -294,6 +310,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
             elif isinstance(a, Decide):
                 await trio.to_thread.run_sync(self.store.put_decision, a.height, a.block, a.certificate)
                 admitted, body = self.app.apply_decided(a.height, a.block)
+                if self.app.state.is_epoch_start(a.height):  # the decided sets moved on
+                    self._readmit()
                 self._on_decided_for_evidence(a.height)
                 if self.app.state.is_epoch_start(a.height):  # the epoch before last is settled
                     await trio.to_thread.run_sync(self.payloads.prune, self.app.state.epoch_of(a.height) - 1)
@@ -438,6 +456,12 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
                 self._done.set()
                 return
 
+    def _readmit(self) -> None:
+        """Recompute who may hold a consensus link (chain permits, decided sets) and close the
+        links of everyone else."""
+        self._permitted = frozenset(v.hotkey for v in self.chain_vset.validators) | self._decided_members()
+        self.transport.readmit(self._permitted)
+
     async def _chain_poller(self, metagraph_every: float = 12.0) -> None:
         last_refresh = trio.current_time()
         while True:
@@ -447,10 +471,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
                     last_refresh = trio.current_time()
                     mg = await trio.to_thread.run_sync(self.chain.metagraph)
                     members = [(public_key_of(n.hotkey), n.stake) for n in mg.validators(min_stake=1)]
-                    self._permitted = frozenset(k for k, _ in members)
-                    self.transport.readmit(self._permitted)
                     if members:  # today's trust root for the DHT's records of unknown heights
                         self.chain_vset = ValidatorSet.of(members)
+                    self._readmit()
                     # the snapshot this node would propose (and accept) for the next epoch; nodes
                     # converge on it within one refresh, and until then an epoch-opening block
                     # is refused by some and retried after a view change

@@ -151,3 +151,15 @@ def test_heights_without_a_known_set_are_judged_by_todays_chain() -> None:
     strict = records.validators(NETUID, vset_for, block_header=block_header)
     with pytest.raises(RecordRefused, match="no known validator set"):
         strict[records.NS_CHECKPOINT].validate(ckey, value)
+
+
+def test_a_trimmed_copy_of_the_newest_index_never_wins() -> None:
+    """At one height, the copy with the most signatures is selected: a peer cannot displace the
+    full certificate with one trimmed to what a new node's DHT would still accept."""
+    snap = b"a state"
+    full = encode(index(8, snap, next_block=next_block(8, snap, KEYS)))
+    trimmed = encode(index(8, snap, next_block=next_block(8, snap, KEYS[:2])))
+    older = encode(index(4, snap))
+    v = records.validators(NETUID, vset_for, block_header=block_header)[records.NS_CHECKPOINT]
+    for values in ([trimmed, full, older], [full, trimmed], [older, trimmed, full]):
+        assert values[v.select(KEY, values)] == full
