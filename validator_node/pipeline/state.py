@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from consensus.validators import ValidatorSet
 from registry.manifest import MANIFEST_OPS
@@ -52,6 +53,7 @@ MAX_SUBMISSIONS_PER_MINER = 4  # per challenge per epoch
 # consensus' 1 MiB cap however large the pooled items are.
 BODY_BUDGET = 1024 * 1024 - 16 * 1024
 ModuleValidator = Callable[[bytes, object], object]
+_T = TypeVar("_T")
 
 
 class BlockRejected(ValueError):
@@ -445,65 +447,38 @@ def build_body(
         info = replace(epoch_info, epoch=d.epoch)
         d.epoch_info = info
     budget = _Budget(BODY_BUDGET - (0 if info is None else len(encode(info))))
-    registry: list[RegistryItem] = []
+    netuid = state.netuid
     # The weights block carries only the weights (registry items wait one block), so the weights'
     # size, unknown until they are derived, can never push the body over its cap.
-    for item in () if state.is_epoch_end(height) else registry_pool:
-        if not budget.fits(item):
-            continue
-        try:
-            d.registry_item(item, validate_module)
-        except BlockRejected:
-            continue
-        registry.append(item)
-        budget.take(item)
-        if len(registry) >= 16:
-            break
+    registry = budget.fill(
+        () if state.is_epoch_end(height) else registry_pool,
+        lambda item: d.registry_item(item, validate_module),
+        limit=16,
+    )
     if state.is_epoch_end(height):
         weights = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
         return BlockBody(info, tuple(registry), (), (), weights)
-    votes: list[SignedEnvelope] = []
-    for env in sorted(set(evidence_vote_pool), key=vote_key):  # valid ones first, then the cap
-        if len(votes) >= MAX_EVIDENCE_VOTES or not budget.fits(env):
-            break
-        try:
-            d.evidence_vote(env, state.netuid, vset)
-        except BlockRejected:
-            continue
-        votes.append(env)
-        budget.take(env)
-    evidence: list[EvidenceBundle] = []
-    for item in sorted(set(evidence_pool), key=lambda e: (e.challenge_id, bundle_hash(e.bundle))):
-        if not budget.fits(item):
-            continue
-        try:
-            d.evidence_bundle(item, vset)
-        except BlockRejected:
-            continue
-        evidence.append(item)
-        budget.take(item)
-    subs: list[SignedEnvelope] = []
-    for env in sorted(set(submission_pool), key=submission_id):
-        if len(subs) >= max_submissions:
-            break
-        if not budget.fits(env):
-            continue
-        try:
-            d.submission(env, state.netuid)
-        except BlockRejected:
-            continue
-        subs.append(env)
-        budget.take(env)
-    atts: list[SignedEnvelope] = []
-    for env in sorted(set(attestation_pool), key=lambda e: (attestation_key(e), e.signer)):
-        if len(atts) >= max_attestations or not budget.fits(env):
-            break
-        try:
-            d.attestation(env, state.netuid, vset)
-        except BlockRejected:
-            continue
-        atts.append(env)
-        budget.take(env)
+    votes = budget.fill(  # sorted, then checked, then capped: junk cannot crowd out valid votes
+        sorted(set(evidence_vote_pool), key=vote_key),
+        lambda env: d.evidence_vote(env, netuid, vset),
+        limit=MAX_EVIDENCE_VOTES,
+        stop_when_full=True,
+    )
+    evidence = budget.fill(
+        sorted(set(evidence_pool), key=lambda e: (e.challenge_id, bundle_hash(e.bundle))),
+        lambda item: d.evidence_bundle(item, vset),
+    )
+    subs = budget.fill(
+        sorted(set(submission_pool), key=submission_id),
+        lambda env: d.submission(env, netuid),
+        limit=max_submissions,
+    )
+    atts = budget.fill(
+        sorted(set(attestation_pool), key=lambda e: (attestation_key(e), e.signer)),
+        lambda env: d.attestation(env, netuid, vset),
+        limit=max_attestations,
+        stop_when_full=True,
+    )
     return BlockBody(info, tuple(registry), tuple(subs), tuple(atts), None, tuple(votes), tuple(evidence))
 
 
@@ -518,3 +493,30 @@ class _Budget:
 
     def take(self, item: object) -> None:
         self.left -= len(encode(item)) + 16
+
+    def fill(
+        self,
+        items: Iterable[_T],
+        apply: Callable[[_T], object],
+        *,
+        limit: int | None = None,
+        stop_when_full: bool = False,
+    ) -> list[_T]:
+        """The items, in order, that `apply` (a draft rule) accepts and that fit, up to `limit`;
+        an item that does not fit is skipped, or ends the list with `stop_when_full` (for small
+        items of one kind: none after it would fit either)."""
+        out: list[_T] = []
+        for item in items:
+            if limit is not None and len(out) >= limit:
+                break
+            if not self.fits(item):
+                if stop_when_full:
+                    break
+                continue
+            try:
+                apply(item)
+            except BlockRejected:
+                continue
+            out.append(item)
+            self.take(item)
+        return out
