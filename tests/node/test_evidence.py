@@ -25,6 +25,7 @@ from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import (
     AggregateOutputInvalid,
     agreed_hash,
+    bundle_hash,
     evidence_cut,
     in_evidence_window,
     scores_from_output,
@@ -387,3 +388,51 @@ def test_the_aggregate_memo_is_keyed_by_policy_too(aggregator: SandboxAggregator
     )
     assert aggregator.aggregate(starved, WASM, bundle) is None  # out of fuel, not the memo's output
     assert aggregator.aggregate(entry.manifest, WASM, bundle) == full
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),  # signer: a validator, or (4) a miner
+            st.sampled_from([CID, "!junk", "maxsat", "zz-unknown"]),
+            st.integers(0, 1),  # epoch
+            st.sampled_from([b"x", b"y"]),
+        ),
+        max_size=40,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from([CID, "!junk"]), st.integers(0, 1), st.sampled_from([b"x", b"y", b"z"]))
+    ),
+    st.sampled_from([2, 5, 6, 7]),
+)
+def test_whatever_is_pooled_an_honest_proposal_is_valid(votes, bundles, height) -> None:  # type: ignore[no-untyped-def]
+    """Hostile pools (votes from miners, for made-up or inactive challenges, other epochs;
+    bundles nobody agreed on): the leader's body always applies, and carries every valid vote."""
+    s = _STARTED
+    for h in range(2, height):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    keys = [*VALS, MINERS[0]]
+    vote_pool = [vote(keys[i], b, epoch=e, challenge=c) for i, c, e, b in votes]
+    bundle_pool = [EvidenceBundle(c, e, b) for c, e, b in bundles]
+    body = build_body(
+        s,
+        height=height,
+        parent=P,
+        vset=VSET,
+        epoch_info=INFO,
+        registry_pool=[],
+        submission_pool=[],
+        attestation_pool=[],
+        evidence_vote_pool=vote_pool,
+        evidence_pool=bundle_pool,
+    )
+    after = apply_body(s, body, height=height, parent=P, vset=VSET)
+    if in_evidence_window(height, B):
+        valid = {(c, keys[i].public_key) for i, c, e, _ in votes if i < 4 and c == CID and e == 0}
+        assert {vote_key(e) for e in body.evidence_votes} == valid
+    for item in body.evidence:  # only agreed bytes
+        assert agreed_hash(after.evidence_votes[item.challenge_id], VSET) == bundle_hash(item.bundle)
+
+
+_STARTED = start()
