@@ -29,6 +29,7 @@ from validator_node.pipeline.messages import (
     RegistryItem,
     Submission,
 )
+from validator_node.pipeline.proposal import build_body
 from validator_node.pipeline.snapshot import state_root
 from validator_node.pipeline.state import (
     MAX_SUBMISSIONS_PER_MINER,
@@ -37,7 +38,6 @@ from validator_node.pipeline.state import (
     BlockRejected,
     apply_body,
     attestation_key,
-    build_body,
     epoch_scores,
     submission_id,
     vote_key,
@@ -260,25 +260,21 @@ class Application:
 
     # --- validator sets (pipeline.validator_sets) --------------------------------------------
 
-    def vset_for(self, height: int) -> ValidatorSet:
-        """The set that certifies `height` (the replica asks only for the tip's epoch and the
-        next, always known). For an epoch this node has no record of, the current set."""
-        known = consensus_set(self.state, self.tip_height, height, self.genesis_vset)
-        if known is not None:
-            return known
-        old = self._vset_history.get(self.state.epoch_of(height))
-        return old if old is not None else self.vset
-
     def known_vset(self, height: int) -> ValidatorSet | None:
         """The set that certifies `height` if this node knows it (decided), else None."""
         known = consensus_set(self.state, self.tip_height, height, self.genesis_vset)
         return known if known is not None else self._vset_history.get(self.state.epoch_of(height))
 
+    def vset_for(self, height: int) -> ValidatorSet:
+        """The set that certifies `height` (the replica asks only for the tip's epoch and the
+        next, always known). For an epoch this node has no record of, the current set."""
+        return self.known_vset(height) or self.vset
+
     @property
     def vset(self) -> ValidatorSet:
-        """The set of the next height to decide."""
-        found = consensus_set(self.state, self.tip_height, self.tip_height + 1, self.genesis_vset)
-        assert found is not None  # the next height is always in the tip's epoch or the one after
+        """The set of the next height to decide (always known: the tip's epoch or the next)."""
+        found = self.known_vset(self.tip_height + 1)
+        assert found is not None
         return found
 
     def _remember_vsets(self) -> None:

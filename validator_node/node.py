@@ -30,8 +30,9 @@ from consensus.actions import (
 )
 from consensus.messages import DecisionPacket
 from consensus.validators import ValidatorSet
-from validator_node.app import Application, epoch_info_from_chain
+from validator_node.app import Application
 from validator_node.chain.base import Chain
+from validator_node.chain_duty import ChainDuty, validator_set_from
 from validator_node.evaluation import Evaluator, SandboxAggregator
 from validator_node.evidence import EvidenceDuty, parse_sources
 from validator_node.metrics import Metrics
@@ -40,7 +41,6 @@ from validator_node.payloads import PayloadDuty, PayloadStore
 from validator_node.pipeline.messages import (
     APP_GOSSIP_TYPES,
     Attestation,
-    EpochWeights,
     LargeSubmission,
     RegistryItem,
     Submission,
@@ -51,7 +51,7 @@ from validator_node.store import NodeStore
 from wire.codec import decode, decode_any, encode
 from wire.envelope import SignedEnvelope, seal
 from wire.errors import WireError
-from wire.keys import Hotkey, public_key_of
+from wire.keys import Hotkey
 
 log = logging.getLogger("validator_node")
 
@@ -95,16 +95,7 @@ def _bare_reference(item: object) -> str | None:
     return None
 
 
-def validator_set_from(chain: Chain) -> ValidatorSet:
-    """Validators of the metagraph: permit and positive stake, stake in rao (integers)."""
-    mg = chain.metagraph()
-    members = [(public_key_of(n.hotkey), n.stake) for n in mg.validators(min_stake=1)]
-    if not members:
-        raise RuntimeError(f"netuid {chain.netuid}: the metagraph has no validator with a permit and stake")
-    return ValidatorSet.of(members)
-
-
-class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
+class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
     def __init__(self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain) -> None:
         if cfg.epoch_blocks < MIN_EPOCH_BLOCKS:
             # the replica may enter height h+2 while the application has applied only h-1, and
@@ -133,10 +124,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
         self.evidence_sources = parse_sources(cfg.evidence)
         self._warmed: set[tuple[str, bytes]] = set()
         self._load_state()
-        # peers admitted to consensus links: permit holders of the latest metagraph read, and the
-        # members of the decided sets of this epoch and the next (whose stake counts for quorums
-        # even if the chain has since taken their permit)
-        self._permitted = frozenset(v.hotkey for v in self.chain_vset.validators) | self._decided_members()
+        self._permitted = self._admissible()  # who may hold a consensus link (chain_duty)
         if hotkey.public_key not in self._permitted:
             raise RuntimeError(f"hotkey {hotkey.ss58} has no validator permit on netuid {cfg.netuid}")
         self.replica = self._new_replica()
@@ -171,15 +159,6 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
 
     def _validate_block(self, height: int, data: bytes) -> str | None:
         return self.app.validate(height, data, self._chain_block)
-
-    def _decided_members(self) -> frozenset[bytes]:
-        tip = self.app.tip_height
-        now = self.app.vset_for(tip + 1)
-        following = self.app.known_vset((self.app.state.epoch_of(tip + 1) + 1) * self.cfg.epoch_blocks + 1)
-        members = {v.hotkey for v in now.validators}
-        if following is not None:
-            members |= {v.hotkey for v in following.validators}
-        return frozenset(members)
 
     @property
     def vset(self) -> ValidatorSet:
@@ -407,45 +386,6 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
             score if ok else f"error {kind}",
         )
 
-    async def _submit_weights(self, weights: EpochWeights) -> None:
-        self._weights_pending += 1
-        try:
-            await self._submit_weights_rows(weights)
-        finally:
-            self._weights_pending -= 1
-
-    async def _submit_weights_rows(self, weights: EpochWeights) -> None:
-        info = self.app.state.epoch_info
-        version_key = 0 if info is None else info.version_key
-        for row in weights.rows:
-            try:
-                receipt = await trio.to_thread.run_sync(
-                    lambda r=row: self.chain.set_weights(
-                        self.hotkey, list(r.uids), list(r.weights), mechid=r.mechid, version_key=version_key
-                    )
-                )
-            except Exception as exc:
-                block, result = None, f"refused: {exc}"
-                self.metrics.inc("chain_set_weights_total", result="refused")
-                log.error("set_weights for epoch %d refused: %s", weights.epoch, exc)
-            else:
-                block, result = receipt.block, "ok"
-            uids, values = list(row.uids), list(row.weights)
-            await trio.to_thread.run_sync(
-                self.store.record_weights, weights.epoch, row.mechid, uids, values, block, result
-            )
-            if block is None:
-                continue
-            self.metrics.inc("chain_set_weights_total", result="ok")
-            self.last_weights = {"epoch": weights.epoch, "uids": uids, "weights": values}
-            log.info(
-                "set weights for epoch %d (mechanism %d) at chain block %d: %s",
-                weights.epoch,
-                row.mechid,
-                receipt.block,
-                dict(zip(row.uids, row.weights, strict=True)),
-            )
-
     async def _stop_on_sigterm(self) -> None:
         """systemd and container runtimes stop services with SIGTERM: stop as cleanly as on Ctrl-C."""
         import signal
@@ -455,33 +395,6 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty):
                 log.info("SIGTERM: stopping")
                 self._done.set()
                 return
-
-    def _readmit(self) -> None:
-        """Recompute who may hold a consensus link (chain permits, decided sets) and close the
-        links of everyone else."""
-        self._permitted = frozenset(v.hotkey for v in self.chain_vset.validators) | self._decided_members()
-        self.transport.readmit(self._permitted)
-
-    async def _chain_poller(self, metagraph_every: float = 12.0) -> None:
-        last_refresh = trio.current_time()
-        while True:
-            try:
-                self._chain_block = await trio.to_thread.run_sync(self.chain.current_block)
-                if trio.current_time() - last_refresh >= metagraph_every:
-                    last_refresh = trio.current_time()
-                    mg = await trio.to_thread.run_sync(self.chain.metagraph)
-                    members = [(public_key_of(n.hotkey), n.stake) for n in mg.validators(min_stake=1)]
-                    if members:  # today's trust root for the DHT's records of unknown heights
-                        self.chain_vset = ValidatorSet.of(members)
-                    self._readmit()
-                    # the snapshot this node would propose (and accept) for the next epoch; nodes
-                    # converge on it within one refresh, and until then an epoch-opening block
-                    # is refused by some and retried after a view change
-                    self.app.chain_view = await trio.to_thread.run_sync(epoch_info_from_chain, self.chain)
-            except Exception as exc:  # the chain is remote in production: keep the last value
-                self.metrics.inc("chain_errors_total")
-                log.warning("chain: %s", exc)
-            await trio.sleep(1.0)
 
     async def _status_writer(self) -> None:
         while True:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 from consensus.validators import ValidatorSet
 from registry.manifest import MANIFEST_OPS
@@ -30,7 +29,6 @@ from validator_node.pipeline.evidence import (
     scores_from_output,
 )
 from validator_node.pipeline.messages import (
-    MAX_EVIDENCE_VOTES,
     Attestation,
     BlockBody,
     EpochInfo,
@@ -49,11 +47,7 @@ from wire.envelope import SignedEnvelope, open_envelope
 from wire.errors import WireError
 
 MAX_SUBMISSIONS_PER_MINER = 4  # per challenge per epoch
-# What a proposer puts in one block, in encoded bytes: the block (header + body) must stay under
-# consensus' 1 MiB cap however large the pooled items are.
-BODY_BUDGET = 1024 * 1024 - 16 * 1024
 ModuleValidator = Callable[[bytes, object], object]
-_T = TypeVar("_T")
 
 
 class BlockRejected(ValueError):
@@ -204,7 +198,7 @@ def derive_weights(
 # --- applying a block ------------------------------------------------------------------------
 
 
-class _Draft:
+class Draft:
     """Mutable working copy used while a block is applied (or filled by a proposer)."""
 
     def __init__(self, state: AppState, height: int, parent: bytes) -> None:
@@ -355,7 +349,7 @@ def apply_body(
     aggregate: Aggregator | None = None,
 ) -> AppState:
     """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule."""
-    d = _Draft(state, height, parent)
+    d = Draft(state, height, parent)
     if state.is_epoch_start(height):
         if body.epoch_info is None or body.epoch_info.epoch != d.epoch:
             raise BlockRejected("epoch_info_missing", f"height {height} opens epoch {d.epoch}")
@@ -367,7 +361,7 @@ def apply_body(
     if state.is_epoch_end(height):
         if body.submissions or body.attestations or body.evidence_votes or body.evidence:
             raise BlockRejected("busy_weights_block", "the epoch's last block carries only weights")
-        expected = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
+        expected = derive_weights(state_for_weights(state, d), vset, d.epoch, aggregate)
         if body.weights != expected:
             raise BlockRejected("weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones")
         d.weights[d.epoch] = expected
@@ -387,7 +381,7 @@ def apply_body(
     return d.finish()
 
 
-def _state_for_weights(state: AppState, d: _Draft) -> AppState:
+def state_for_weights(state: AppState, d: Draft) -> AppState:
     """Weights use the epoch's submissions and attestations, and the registry (with its modules)
     as of this block."""
     return replace(state, registry=d.registry, epoch_info=d.epoch_info, modules=d.modules)
@@ -420,103 +414,3 @@ def _check_sorted(
 
 
 # --- proposing -------------------------------------------------------------------------------
-
-
-def build_body(
-    state: AppState,
-    *,
-    height: int,
-    parent: bytes,
-    vset: ValidatorSet,
-    epoch_info: EpochInfo,
-    registry_pool: Iterable[RegistryItem],
-    submission_pool: Iterable[SignedEnvelope],
-    attestation_pool: Iterable[SignedEnvelope],
-    validate_module: ModuleValidator | None = None,
-    aggregate: Aggregator | None = None,
-    evidence_vote_pool: Iterable[SignedEnvelope] = (),
-    evidence_pool: Iterable[EvidenceBundle] = (),
-    max_submissions: int = 256,
-    max_attestations: int = 2048,
-) -> BlockBody:
-    """What an honest leader proposes: every pooled item that is valid now, in canonical order,
-    within the block's byte budget."""
-    d = _Draft(state, height, parent)
-    info = None
-    if state.is_epoch_start(height):
-        info = replace(epoch_info, epoch=d.epoch)
-        d.epoch_info = info
-    budget = _Budget(BODY_BUDGET - (0 if info is None else len(encode(info))))
-    netuid = state.netuid
-    # The weights block carries only the weights (registry items wait one block), so the weights'
-    # size, unknown until they are derived, can never push the body over its cap.
-    registry = budget.fill(
-        () if state.is_epoch_end(height) else registry_pool,
-        lambda item: d.registry_item(item, validate_module),
-        limit=16,
-    )
-    if state.is_epoch_end(height):
-        weights = derive_weights(_state_for_weights(state, d), vset, d.epoch, aggregate)
-        return BlockBody(info, tuple(registry), (), (), weights)
-    votes = budget.fill(  # sorted, then checked, then capped: junk cannot crowd out valid votes
-        sorted(set(evidence_vote_pool), key=vote_key),
-        lambda env: d.evidence_vote(env, netuid, vset),
-        limit=MAX_EVIDENCE_VOTES,
-        stop_when_full=True,
-    )
-    evidence = budget.fill(
-        sorted(set(evidence_pool), key=lambda e: (e.challenge_id, bundle_hash(e.bundle))),
-        lambda item: d.evidence_bundle(item, vset),
-    )
-    subs = budget.fill(
-        sorted(set(submission_pool), key=submission_id),
-        lambda env: d.submission(env, netuid),
-        limit=max_submissions,
-    )
-    atts = budget.fill(
-        sorted(set(attestation_pool), key=lambda e: (attestation_key(e), e.signer)),
-        lambda env: d.attestation(env, netuid, vset),
-        limit=max_attestations,
-        stop_when_full=True,
-    )
-    return BlockBody(info, tuple(registry), tuple(subs), tuple(atts), None, tuple(votes), tuple(evidence))
-
-
-class _Budget:
-    """Bytes left for a proposal's items (an item's encoding plus CBOR framing)."""
-
-    def __init__(self, left: int) -> None:
-        self.left = left
-
-    def fits(self, item: object) -> bool:
-        return len(encode(item)) + 16 <= self.left
-
-    def take(self, item: object) -> None:
-        self.left -= len(encode(item)) + 16
-
-    def fill(
-        self,
-        items: Iterable[_T],
-        apply: Callable[[_T], object],
-        *,
-        limit: int | None = None,
-        stop_when_full: bool = False,
-    ) -> list[_T]:
-        """The items, in order, that `apply` (a draft rule) accepts and that fit, up to `limit`;
-        an item that does not fit is skipped, or ends the list with `stop_when_full` (for small
-        items of one kind: none after it would fit either)."""
-        out: list[_T] = []
-        for item in items:
-            if limit is not None and len(out) >= limit:
-                break
-            if not self.fits(item):
-                if stop_when_full:
-                    break
-                continue
-            try:
-                apply(item)
-            except BlockRejected:
-                continue
-            out.append(item)
-            self.take(item)
-        return out
