@@ -9,6 +9,7 @@ appended to the hash-chained audit log under the node's data dir.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from registry.manifest import ChallengeManifest
 from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import AggregateOutputInvalid, scores_from_output
 from validator_node.pipeline.state import Admitted
+from wire.codec import encode
 
 log = logging.getLogger("validator_node.evaluation")
 
@@ -53,6 +55,14 @@ class Evaluator:
         with self._lock:
             if self._pool is not None and self._pool.sandbox.audit is not None:
                 self._pool.sandbox.audit.close()
+
+    def call_export(
+        self, manifest: ChallengeManifest, wasm: bytes, export: str, data: bytes, policy: Any
+    ) -> Any:
+        """Run one packed export (e.g. `aggregate`) of the module, in the calling thread:
+        `(output or None, result)` as `Sandbox.call_packed` gives them."""
+        loaded = self._load(manifest, wasm, policy)
+        return self._pool.sandbox.call_packed(loaded, export, data, policy=policy)
 
     async def evaluate(self, manifest: ChallengeManifest, wasm: bytes, sub: Admitted) -> Any:
         from runtime.policy import Policy
@@ -94,11 +104,8 @@ class SandboxAggregator:
         return bool(getattr(info, "has_aggregate", False))
 
     def aggregate(self, manifest: ChallengeManifest, wasm: bytes, bundle: bytes) -> bytes | None:
-        import hashlib
-
         from runtime import errors
         from runtime.policy import Policy
-        from wire.codec import encode
 
         # the policy is part of the key: an update that keeps the module but lowers its fuel must
         # be run again, as a node that never saw the old policy would
@@ -111,8 +118,7 @@ class SandboxAggregator:
             if key in self._memo:
                 return self._memo[key]
             policy = Policy.from_dict(manifest.policy.to_dict())
-            loaded = self.evaluator._load(manifest, wasm, policy)
-            out, res = self.evaluator._pool.sandbox.call_packed(loaded, "aggregate", bundle, policy=policy)
+            out, res = self.evaluator.call_export(manifest, wasm, "aggregate", bundle, policy)
             if res.error_kind == errors.TIMEOUT:
                 # Fuel is the agreed bound; the wall clock is a local guard, and a busy machine
                 # must not make this node score differently. One more try with 4x the time.
@@ -123,9 +129,7 @@ class SandboxAggregator:
                     res.fuel_used,
                 )
                 policy = dataclasses.replace(policy, wall_clock_ms=4 * policy.wall_clock_ms)
-                out, res = self.evaluator._pool.sandbox.call_packed(
-                    loaded, "aggregate", bundle, policy=policy
-                )
+                out, res = self.evaluator.call_export(manifest, wasm, "aggregate", bundle, policy)
             kind = res.error_kind or "ok"
             self.metrics.inc("aggregations_total", challenge=manifest.challenge_id, result=kind)
             self.metrics.inc("aggregation_fuel_total", res.fuel_used, challenge=manifest.challenge_id)

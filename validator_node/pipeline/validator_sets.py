@@ -49,13 +49,12 @@ def consensus_set(
     state: AppState, tip_height: int, height: int, genesis: ValidatorSet
 ) -> ValidatorSet | None:
     """The set that certifies `height`, for a node whose application has applied blocks up to
-    `tip_height` (giving `state`): the tip's epoch, or the one after it. None for any other
-    height: an earlier epoch's set is history (the node keeps it), a later one is not decided yet."""
-    tip_epoch = state.epoch_of(tip_height) if tip_height > 0 else -1
-    epoch = state.epoch_of(height)
-    current = state.validators or genesis
+    `tip_height` (giving `state`; 0: none, whose epoch is -1): the tip's epoch, or the one after
+    it. None for any other height: an earlier epoch's set is history (the node keeps it), a later
+    one is not decided yet."""
+    tip_epoch, epoch = state.epoch_of(tip_height), state.epoch_of(height)
     if epoch == tip_epoch:
-        return current
+        return state.validators or genesis
     if epoch == tip_epoch + 1:
-        return validators_of(state.epoch_info) or current
+        return next_epoch_set(state, genesis)
     return None
