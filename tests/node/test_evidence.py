@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.validators import ValidatorSet
 from registry.manifest import ChallengeManifest, ModulePolicy
 from registry.state import OP_ACTIVATE, genesis, runtime_validator, sign_command, sign_manifest
+from tests.node.toy_subnet import toy_subnet
 from validator_node.evaluation import Evaluator, SandboxAggregator
 from validator_node.evidence import BitDefenseRounds, _challenge_module
 from validator_node.metrics import Metrics
@@ -35,20 +35,17 @@ from validator_node.pipeline.messages import (
     MAX_EVIDENCE_VOTES,
     Attestation,
     BlockBody,
-    EpochInfo,
     EvidenceBundle,
     EvidenceVote,
-    NeuronEntry,
     RegistryItem,
     Submission,
 )
+from validator_node.pipeline.proposal import BODY_BUDGET, build_body
 from validator_node.pipeline.snapshot import restore, snapshot, state_root
 from validator_node.pipeline.state import (
-    BODY_BUDGET,
     AppState,
     BlockRejected,
     apply_body,
-    build_body,
     derive_weights,
     epoch_scores,
     submission_id,
@@ -63,20 +60,8 @@ NETUID = 9
 B = 8  # heights 1..8: submissions 2, attestations 3, cut 4, votes 5..7, weights 8
 CUT = 4
 CID = "bitdefense-invariants"
-OWNER = Hotkey.from_name("evidence-owner")
-VALS = [Hotkey.from_name(f"evidence-v{i}") for i in range(4)]
-MINERS = [Hotkey.from_name(f"evidence-m{i}") for i in range(3)]
-STAKES = [400, 300, 200, 100]
-VSET = ValidatorSet.of((k.public_key, s) for k, s in zip(VALS, STAKES, strict=True))
-NEURONS = tuple(
-    NeuronEntry(uid, k.public_key, stake, permit)
-    for uid, (k, stake, permit) in enumerate(
-        [(OWNER, 0, False)]
-        + [(k, s, True) for k, s in zip(VALS, STAKES, strict=True)]
-        + [(m, 0, False) for m in MINERS]
-    )
-)
-INFO = EpochInfo(0, NEURONS, 0, 1, 65535, 1, 0)
+OWNER, VALS, MINERS, VSET, NEURONS, INFO = toy_subnet("evidence")
+
 DIR = Path(__file__).resolve().parents[2] / "challenges" / CID
 META = tomllib.loads((DIR / "challenge.toml").read_text())
 WASM = (DIR / META["challenge"]["module"]).read_bytes()
@@ -118,6 +103,19 @@ def votes_body(votes: list[SignedEnvelope], bundles: list[bytes] = (), epoch: in
         tuple(sorted(votes, key=vote_key)),
         tuple(EvidenceBundle(CID, epoch, b) for b in bundles),
     )
+
+
+def empty_until(s: AppState, height: int) -> AppState:
+    """`s` (after block 1) with empty blocks 2 .. height-1 applied."""
+    for h in range(2, height):
+        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    return s
+
+
+def leader_body(s: AppState, height: int, **pools: object) -> BlockBody:
+    """What an honest leader proposes at `height` from these pools (the others empty)."""
+    base: dict[str, object] = {"registry_pool": [], "submission_pool": [], "attestation_pool": []}
+    return build_body(s, height=height, parent=P, vset=VSET, epoch_info=INFO, **{**base, **pools})  # type: ignore[arg-type]
 
 
 def at_cut(aggregator: SandboxAggregator) -> AppState:
@@ -244,16 +242,14 @@ def test_votes_below_quorum_score_nothing_and_a_minority_cannot_forge(aggregator
 )
 def test_bad_evidence_is_refused(height: int, make, reason: str) -> None:  # type: ignore[no-untyped-def]
     s = start()
-    for h in range(2, height):
-        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = empty_until(s, height)
     with pytest.raises(BlockRejected, match=reason):
         apply_body(s, make(b"bundle"), height=height, parent=P, vset=VSET)
 
 
 def test_a_second_vote_and_a_repeated_bundle_are_refused() -> None:
     s = start()
-    for h in range(2, 5):
-        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = empty_until(s, 5)
     quorum = [vote(v, b"one") for v in VALS[:3]]
     s = apply_body(s, votes_body(quorum, [b"one"]), height=5, parent=P, vset=VSET)
     with pytest.raises(BlockRejected, match="duplicate_evidence_vote"):
@@ -264,8 +260,7 @@ def test_a_second_vote_and_a_repeated_bundle_are_refused() -> None:
 
 def test_evidence_survives_a_snapshot_and_resets_with_the_epoch() -> None:
     s = start()
-    for h in range(2, 5):
-        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = empty_until(s, 5)
     s = apply_body(s, votes_body([vote(v, b"e") for v in VALS], [b"e"]), height=5, parent=P, vset=VSET)
     assert restore(snapshot(s)) == s
     assert state_root(restore(snapshot(s))) == state_root(s)
@@ -280,18 +275,11 @@ def test_votes_for_made_up_challenges_cannot_crowd_out_real_ones() -> None:
     """A validator signing hundreds of votes for challenge ids that sort first: the leader skips
     them (inactive) and still takes every real vote, and the agreed bundle goes in."""
     s = start()
-    for h in range(2, 5):
-        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = empty_until(s, 5)
     junk = [vote(VALS[3], b"x", challenge=f"!{i:03}") for i in range(MAX_EVIDENCE_VOTES + 44)]
-    body = build_body(
+    body = leader_body(
         s,
-        height=5,
-        parent=P,
-        vset=VSET,
-        epoch_info=INFO,
-        registry_pool=[],
-        submission_pool=[],
-        attestation_pool=[],
+        5,
         evidence_vote_pool=junk + [vote(v, b"x") for v in VALS],
         evidence_pool=[EvidenceBundle(CID, 0, b"x")],
     )
@@ -306,18 +294,10 @@ def test_leader_puts_votes_and_one_bundle_in_window_blocks_only() -> None:
         "evidence_vote_pool": [vote(v, b"x") for v in VALS] + [vote(MINERS[0], b"x")],
         "evidence_pool": [EvidenceBundle(CID, 0, b"x"), EvidenceBundle(CID, 0, b"unvoted")],
     }
-    common = {
-        "vset": VSET,
-        "epoch_info": INFO,
-        "registry_pool": [],
-        "submission_pool": [],
-        "attestation_pool": [],
-    }
-    early = build_body(s, height=2, parent=P, **common, **pools)  # type: ignore[arg-type]
+    early = leader_body(s, 2, **pools)
     assert early.evidence_votes == () and early.evidence == ()
-    for h in range(2, 5):
-        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
-    body = build_body(s, height=5, parent=P, **common, **pools)  # type: ignore[arg-type]
+    s = empty_until(s, 5)
+    body = leader_body(s, 5, **pools)
     assert len(body.evidence_votes) == 4 and [e.bundle for e in body.evidence] == [b"x"]
     apply_body(s, body, height=5, parent=P, vset=VSET)
 
@@ -331,16 +311,7 @@ def test_a_proposal_stays_within_the_block_budget() -> None:
         for m in MINERS
         for n in range(2)
     ]
-    body = build_body(
-        s,
-        height=2,
-        parent=P,
-        vset=VSET,
-        epoch_info=INFO,
-        registry_pool=[],
-        submission_pool=big,
-        attestation_pool=[],
-    )
+    body = leader_body(s, 2, submission_pool=big)
     assert len(encode(body)) <= BODY_BUDGET
     assert len(body.submissions) == 3  # six would be 1.5 MiB; each of three more did not fit
     apply_body(s, body, height=2, parent=P, vset=VSET)
@@ -410,23 +381,11 @@ def test_whatever_is_pooled_an_honest_proposal_is_valid(votes, bundles, height) 
     """Hostile pools (votes from miners, for made-up or inactive challenges, other epochs;
     bundles nobody agreed on): the leader's body always applies, and carries every valid vote."""
     s = _STARTED
-    for h in range(2, height):
-        s = apply_body(s, EMPTY_BODY, height=h, parent=P, vset=VSET)
+    s = empty_until(s, height)
     keys = [*VALS, MINERS[0]]
     vote_pool = [vote(keys[i], b, epoch=e, challenge=c) for i, c, e, b in votes]
     bundle_pool = [EvidenceBundle(c, e, b) for c, e, b in bundles]
-    body = build_body(
-        s,
-        height=height,
-        parent=P,
-        vset=VSET,
-        epoch_info=INFO,
-        registry_pool=[],
-        submission_pool=[],
-        attestation_pool=[],
-        evidence_vote_pool=vote_pool,
-        evidence_pool=bundle_pool,
-    )
+    body = leader_body(s, height, evidence_vote_pool=vote_pool, evidence_pool=bundle_pool)
     after = apply_body(s, body, height=height, parent=P, vset=VSET)
     if in_evidence_window(height, B):
         valid = {(c, keys[i].public_key) for i, c, e, _ in votes if i < 4 and c == CID and e == 0}

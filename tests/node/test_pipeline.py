@@ -9,24 +9,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.validators import ValidatorSet
 from registry.manifest import ChallengeManifest, ModulePolicy
 from registry.state import OP_ACTIVATE, genesis, sign_command, sign_manifest
+from tests.node.toy_subnet import STAKES, toy_subnet
 from validator_node.devnet import example_challenges
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
     Attestation,
     BlockBody,
-    EpochInfo,
-    NeuronEntry,
     RegistryItem,
     Submission,
 )
+from validator_node.pipeline.proposal import build_body
 from validator_node.pipeline.state import (
     AppState,
     BlockRejected,
     apply_body,
-    build_body,
     derive_weights,
     stake_weighted_median,
     submission_id,
@@ -36,22 +34,7 @@ from wire.keys import Hotkey
 
 NETUID = 7
 B = 6  # blocks per epoch
-OWNER = Hotkey.from_name("pipeline-owner")
-VALS = [Hotkey.from_name(f"pipeline-v{i}") for i in range(4)]
-MINERS = [Hotkey.from_name(f"pipeline-m{i}") for i in range(3)]
-STAKES = [400, 300, 200, 100]
-VSET = ValidatorSet.of((k.public_key, s) for k, s in zip(VALS, STAKES, strict=True))
-NEURONS = tuple(
-    NeuronEntry(uid, k.public_key, stake, permit)
-    for uid, (k, stake, permit) in enumerate(
-        [(OWNER, 0, False)]
-        + [(k, s, True) for k, s in zip(VALS, STAKES, strict=True)]
-        + [(m, 0, False) for m in MINERS]
-    )
-)
-INFO = EpochInfo(
-    0, NEURONS, owner_uid=0, min_allowed_weights=1, max_weight_limit=65535, mechanism_count=1, version_key=0
-)
+OWNER, VALS, MINERS, VSET, NEURONS, INFO = toy_subnet("pipeline")
 MAXSAT = next(c for c in example_challenges() if c.challenge_id == "maxsat")
 
 
