@@ -7,12 +7,14 @@ otherwise, and the resulting ResourceWarnings fail tests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import trio
@@ -83,15 +85,25 @@ async def dht_network(
         async with trio.open_nursery() as nursery:  # connect() waits ~250 ms each: overlap them
             for i, j in pairs:
                 nursery.start_soon(hosts[i].connect, info_from_p2p_addr(hosts[j].get_addrs()[0]))
-        with trio.fail_after(10):
+        with trio.fail_after(20):
             for i, j in pairs:  # identify must have run before add_peer accepts the peer
-                while not await dhts[i].add_peer(hosts[j].get_id()):
-                    await trio.sleep(0.05)
-                while not await dhts[j].add_peer(hosts[i].get_id()):
-                    await trio.sleep(0.05)
+                for a, b in ((i, j), (j, i)):
+                    while not await dhts[a].add_peer(hosts[b].get_id()):
+                        await _redial_if_gone(hosts[a], hosts[b])
+                        await trio.sleep(0.05)
         try:
             yield Net(hosts, dhts)
         finally:
             for h in hosts:
                 for pid in list(h.get_network().connections):
                     await h.disconnect(pid)
+
+
+async def _redial_if_gone(host: Any, peer: Any) -> None:
+    """A pair's connection can be gone by the time its peers are added: seen once in a CI-like
+    run, where a host held 2 of its 3 connections and the test ended in a TooSlowError (the
+    cause, probably a connection dropped by py-libp2p, was not pinned down). Dial again rather
+    than wait out the deadline."""
+    if peer.get_id() not in host.get_network().connections:
+        with contextlib.suppress(Exception):
+            await host.connect(info_from_p2p_addr(peer.get_addrs()[0]))
