@@ -53,7 +53,7 @@ async def offer(
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
     from validator_node.p2p.framing import FrameReader, write_frame
-    from validator_node.p2p.host import SUBMIT_PROTOCOL
+    from validator_node.p2p.host import SUBMIT_PROTOCOL, close_connections
 
     host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
     sent_at: list[float] = []
@@ -82,8 +82,7 @@ async def offer(
                 await trio.sleep_until(start + k / rate)
                 sent_at.append(time.monotonic())
                 await write_frame(streams[k % len(streams)][0], data)
-        for v in vals:
-            await host.disconnect(info_from_p2p_addr(multiaddr.Multiaddr(v.multiaddr())).peer_id)
+        await close_connections(host)
     return sent_at, refused
 
 

@@ -230,6 +230,7 @@ def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.D
         from libp2p.peer.peerinfo import info_from_p2p_addr
 
         from dht.kad import DhtNode
+        from validator_node.p2p.host import close_connections
 
         host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
         info = info_from_p2p_addr(multiaddr.Multiaddr(vals[1].multiaddr()))
@@ -245,8 +246,7 @@ def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.D
                         packet = await dht.get_decision(devnet.NETUID, 2)
                         await trio.sleep(0.2)
                     module = await dht.get_blob(records.blob_key(wasm))  # checked against its hash
-            for peer in list(host.get_connected_peers()):  # the DHT dialled other validators too
-                await host.disconnect(peer)
+            await close_connections(host)  # the DHT dialled other validators too
         return packet, module
 
     wasm = devnet.example_challenges()[0].wasm

@@ -15,7 +15,13 @@ import trio
 from validator_node import devnet
 from validator_node.p2p.attestation import attest
 from validator_node.p2p.framing import FrameReader, write_frame
-from validator_node.p2p.host import CHECKPOINT_PROTOCOL, CONSENSUS_PROTOCOL, SUBMIT_PROTOCOL, submit_items
+from validator_node.p2p.host import (
+    CHECKPOINT_PROTOCOL,
+    CONSENSUS_PROTOCOL,
+    SUBMIT_PROTOCOL,
+    close_connections,
+    submit_items,
+)
 from validator_node.pipeline.messages import Submission
 from wire.codec import encode
 from wire.envelope import seal
@@ -54,7 +60,7 @@ async def impostor_handshake(addr: str, hotkey: Hotkey) -> bytes | None:
                 reply = await FrameReader(stream, 1 << 20).read_frame()
         except Exception:
             reply = None
-        await host.disconnect(info.peer_id)
+        await close_connections(host)
         return reply
 
 

@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
@@ -412,6 +412,19 @@ async def _reset(stream: object) -> None:
         await stream.reset()  # type: ignore[attr-defined]
 
 
+async def close_connections(host: Any) -> None:
+    """Close every connection of a short-lived client host before `host.run` exits (py-libp2p
+    leaves their TCP sockets open otherwise). Addresses are forgotten first: py-libp2p's
+    auto-connector redials known peers whenever one disconnects, which left a socket open in a
+    CI-like run."""
+    peerstore = host.get_peerstore()
+    for peer in list(peerstore.peer_ids()):
+        if peer != host.get_id():
+            peerstore.clear_addrs(peer)
+    for peer in list(host.get_connected_peers()):
+        await host.disconnect(peer)
+
+
 async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> list[str]:
     """Client side of the submit protocol (miners, the owner): send frames, collect the replies.
 
@@ -437,6 +450,5 @@ async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> 
                 reply = await reader.read_frame()
                 replies.append("closed" if reply is None else reply.decode(errors="replace"))
             await stream.close()
-            # py-libp2p leaves the TCP socket open when `host.run` exits; close it explicitly
-            await host.disconnect(info.peer_id)
+            await close_connections(host)
     return replies
