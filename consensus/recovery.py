@@ -32,8 +32,8 @@ class RecoveryRules(ReplicaFields):
         if not records:
             return
         rs = self.round
-        last_view, last_kind = -1, -1
-        for r in sorted(records, key=lambda r: (r.view, r.kind)):
+        ordered = sorted(records, key=_signing_order)
+        for r in ordered:
             value = r.block_hash if r.block_hash is not None else _vc_value(r)
             rs.signed[(r.kind, r.view)] = (value, r.envelope)
             if r.prepared is not None:
@@ -45,9 +45,8 @@ class RecoveryRules(ReplicaFields):
                 rs.add_vote(PHASE_PREPARE, r.view, r.block_hash, self.me, r.envelope.signature)
             elif r.kind == PHASE_COMMIT and r.block_hash is not None:
                 rs.add_vote(PHASE_COMMIT, r.view, r.block_hash, self.me, r.envelope.signature)
-            if (r.view, r.kind) > (last_view, last_kind):
-                last_view, last_kind = r.view, r.kind
             out.append(Broadcast(_packet_for(r)))
+        last_view, last_kind = ordered[-1].view, ordered[-1].kind  # what it signed last
         self.view = last_view
         self.in_view_change = last_kind == RECORD_VIEW_CHANGE
         if self.in_view_change:
@@ -58,6 +57,17 @@ class RecoveryRules(ReplicaFields):
         if any(r.kind == RECORD_PROPOSAL for r in records):
             rs.proposal_requested.update(r.view for r in records if r.kind == RECORD_PROPOSAL)
         self.deadline = self._now + self.cfg.timeout(self.view)
+
+
+#: the order in which a replica signs within one view: it enters view v by signing VIEW_CHANGE(v)
+#: (view 0 has none), then the leader's proposal, then PREPARE, then COMMIT. Record kinds are
+#: numbered otherwise (VIEW_CHANGE = 3), so sorting by kind would put the view change last and
+#: restart a replica that prepared in v "in a view change", unable to commit in v.
+_RANK = {RECORD_VIEW_CHANGE: 0, RECORD_PROPOSAL: 1, PHASE_PREPARE: 2, PHASE_COMMIT: 3}
+
+
+def _signing_order(r: VoteRecord) -> tuple[int, int]:
+    return (r.view, _RANK[r.kind])
 
 
 def _vc_value(r: VoteRecord) -> bytes:
