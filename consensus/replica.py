@@ -22,7 +22,7 @@ across a crash (the durable vote record carries both).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from consensus.actions import (
@@ -56,7 +56,8 @@ from consensus.messages import (
     block_hash_of,
 )
 from consensus.recovery import RecoveryRules
-from consensus.round_state import KIND_PREPREPARE, RoundState
+from consensus.round_state import KIND_PREPREPARE, KIND_VIEW_CHANGE, RoundState
+from consensus.send_budget import SendBudget, SendLimits
 from consensus.validators import ValidatorSet
 from consensus.view_change import ViewChangeRules
 from wire.codec import decode, decode_any
@@ -75,6 +76,7 @@ class ReplicaConfig:
     max_view_ahead: int = 64
     decided_window: int = 256
     sync_batch: int = 32
+    send_limits: SendLimits = field(default_factory=SendLimits)
 
     def timeout(self, view: int) -> float:
         return self.base_timeout * (2 ** min(view, self.max_timeout_exponent))
@@ -113,7 +115,10 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
                 self._records.setdefault(r.height, []).append(r)
         self._future: dict[int, list[Any]] = {}
         self._sync_asked: dict[tuple[bytes, int], float] = {}
-        self._helped: dict[tuple[bytes, int], float] = {}
+        # what peers can make us send; a height is re-sent to one peer at most once a base timeout
+        self._budget = SendBudget(replace(config.send_limits, resend_after=config.base_timeout))
+        # height -> the signed statements buffered for it, so a replayed copy is not verified again
+        self._future_seen: dict[int, set[tuple[bytes, bytes]]] = {}
         self._pending_proposal: tuple[int, int] | None = None
         self.round = RoundState(self.height, validator_sets(self.height))
 
@@ -161,6 +166,7 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
     def _drain(self, now: float, out: list[Action]) -> None:
         """Replay packets buffered for the current height (see Decide's contract)."""
         height = self.height
+        self._future_seen.pop(height, None)
         for pkt in self._future.pop(height, []):
             if self.height != height:
                 return
@@ -193,23 +199,55 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
     def _admit(self, env: Any, cls: type, pkt: Any, out: list[Action]) -> Any | None:
         """Decode a signed statement and return it if it is for the current height and verifies.
 
-        Statements for heights already decided are dropped *before* the signature check (late
-        votes are the common case and verifying them would double a round's cost); view changes
-        are the exception, because answering them helps a stuck validator and must not be
-        triggered by forgeries. Future statements are verified, then buffered.
+        Dedup comes before the signature check, keyed so that only a statement that verified can
+        occupy a slot (a forger cannot block the real one):
+        * heights already decided: dropped unverified (late votes are the common case), except a
+          view change that could still help its stuck signer (`_help_wanted`, a budget check);
+        * the current height: a statement whose (kind, view, signer, value) already counted, or
+          whose signer already showed two values, is dropped (`RoundState.seen`);
+        * future heights: a statement already buffered (same signer, body and signature) is
+          dropped; new ones are verified, then buffered.
         """
         try:
             msg = decode(env.body, cls)
         except WireError as exc:
             out.append(Rejected("malformed", str(exc), env.signer))
             return None
-        height = msg.height
-        if height < self.height and cls is not ViewChange:
+        height, signer = msg.height, env.signer
+        if height < self.height:
+            if cls is not ViewChange or not self._help_wanted(signer, height):
+                return None
+        elif height == self.height:
+            if self._counted_already(cls, msg, signer, pkt, out):
+                return None
+        elif (signer, env.signature + env.body) in self._future_seen.get(height, ()):
+            return None
+        if height == self.height and signer not in self.round.vset:
+            out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))
             return None
         msg = self._verified(env, cls, out)
-        if msg is None or not self._route_height(height, env.signer, pkt, out):
+        if msg is None:
+            return None
+        if signer != self.me:
+            self._budget.reached(signer, height, self._now)
+        if not self._route_height(height, signer, pkt, out, (signer, env.signature + env.body)):
             return None
         return msg
+
+    def _counted_already(self, cls: type, msg: Any, signer: bytes, pkt: Any, out: list[Action]) -> bool:
+        """True if an equal statement from `signer` was already verified and counted at this
+        height (or the signer is past its two values): the copy needs no signature check."""
+        if cls is Vote:
+            kind, value = msg.phase, msg.block_hash
+        elif cls is PrePrepare:
+            kind, value = KIND_PREPREPARE, msg.block_hash
+        else:
+            kind = KIND_VIEW_CHANGE
+            value = (msg.prepared_view or 0).to_bytes(4, "big") + (msg.prepared_hash or b"")
+        verdict = self.round.seen(kind, msg.view, signer, value)
+        if verdict == "duplicate" and cls is ViewChange and pkt.block is not None:
+            self._attach_prepared_block(msg, pkt.block, out)  # the copy sent to the leader
+        return verdict is not None
 
     def _member(self, signer: bytes, out: list[Action], vset: ValidatorSet | None = None) -> bool:
         if signer in (vset or self.round.vset):
@@ -355,11 +393,15 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         if block_hash_of(pkt.block) != pp.block_hash:
             out.append(Rejected("block_hash_mismatch", f"proposal {pp.height}/{pp.view}", env.signer))
             return
-        if not self._equivocation(KIND_PREPREPARE, pp.view, env.signer, pp.block_hash, env, out):
-            return
         if pp.view < self.view or pp.view in self.round.accepted:
-            return  # stale, or already accepted for this view
+            # stale, or already accepted for this view (still evidence if it conflicts)
+            self._equivocation(KIND_PREPREPARE, pp.view, env.signer, pp.block_hash, env, out)
+            return
+        # the justification is checked before the proposal takes its (view, leader) slot: a copy
+        # stripped of it by a relay must not make us drop the leader's real proposal as a duplicate
         if pp.view > 0 and not self._justified(pp, pkt, out):
+            return
+        if not self._equivocation(KIND_PREPREPARE, pp.view, env.signer, pp.block_hash, env, out):
             return
         if pp.view > self.view or self.in_view_change:
             self._enter_view(pp.view, now, out)
@@ -400,6 +442,8 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         self._restore(out)
         for h in [k for k in self._future if k < height]:
             del self._future[h]
+        for h in [k for k in self._future_seen if k < height]:
+            del self._future_seen[h]
         idle = not self.in_view_change and self.view == 0 and 0 not in self.round.accepted
         if idle and self.round.vset.leader(self.height, 0) == self.me:
             self._request_proposal(out)

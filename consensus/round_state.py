@@ -64,6 +64,16 @@ class RoundState:
         self.distinct[key] = n + 1
         return "conflict"
 
+    def seen(self, kind: int, view: int, signer: bytes, value: bytes) -> str | None:
+        """What `observe` would say, without recording anything: 'duplicate' or 'flood' if the
+        statement needs no further work (so no signature check), else None."""
+        first = self.first_seen.get((kind, view, signer))
+        if first is None:
+            return None
+        if first[0] == value:
+            return "duplicate"
+        return "flood" if self.distinct[(kind, view, signer)] >= 2 else None
+
     def add_vote(self, phase: int, view: int, block_hash: bytes, signer: bytes, signature: bytes) -> int:
         """Record a vote; return the stake now behind (phase, view, block_hash)."""
         key = (phase, view, block_hash)

@@ -22,6 +22,8 @@ from consensus.messages import (
 )
 from consensus.replica_fields import ReplicaFields
 from consensus.round_state import KIND_VIEW_CHANGE
+from wire.codec import decode
+from wire.errors import WireError
 
 
 class ViewChangeRules(ReplicaFields):
@@ -34,7 +36,7 @@ class ViewChangeRules(ReplicaFields):
         signers: set[bytes] = set()
         best: tuple[int, bytes] | None = None
         for vcp in pkt.justification:
-            vc = self._check_view_change(vcp, out)
+            vc = self._held_view_change(vcp) or self._check_view_change(vcp, out)
             if vc is None or vc.view != pp.view or vc.height != pp.height:
                 out.append(Rejected("invalid_justification", "bad view change in new-view"))
                 return False
@@ -49,6 +51,19 @@ class ViewChangeRules(ReplicaFields):
             return False
         rs.justification_ok.add((pp.view, pp.block_hash))
         return True
+
+    def _held_view_change(self, pkt: ViewChangePacket) -> ViewChange | None:
+        """The view change in `pkt` if this replica already verified exactly it (same envelope,
+        same certificate), so a new-view's justification costs no second check of it."""
+        env = pkt.view_change
+        try:
+            vc = decode(env.body, ViewChange)
+        except WireError:
+            return None
+        held = self.round.view_changes.get(vc.view, {}).get(env.signer)
+        if held is None or held.view_change != env or held.prepared != pkt.prepared:
+            return None
+        return vc
 
     def _check_view_change(
         self, pkt: ViewChangePacket, out: list[Action], opened: ViewChange | None = None
@@ -84,6 +99,19 @@ class ViewChangeRules(ReplicaFields):
             return None
         return vc
 
+    def _attach_prepared_block(
+        self, vc: ViewChange, block: bytes, out: list[Action], check: bool = True
+    ) -> bool:
+        """Keep the block a (verified) view change says was prepared; the replica sends it only
+        to the new leader, which needs it to re-propose. False if the block is not that one."""
+        if vc.prepared_hash is None or block_hash_of(block) != vc.prepared_hash:
+            return False
+        if vc.prepared_hash not in self.round.blocks:
+            self.round.blocks[vc.prepared_hash] = block
+            if check:
+                self._check_new_view(vc.view, out)
+        return True
+
     def _on_view_change(self, pkt: ViewChangePacket, now: float, out: list[Action]) -> None:
         env = pkt.view_change
         opened = self._admit(env, ViewChange, pkt, out)
@@ -92,11 +120,9 @@ class ViewChangeRules(ReplicaFields):
         vc = self._check_view_change(pkt, out, opened)
         if vc is None or not self._view_in_range(vc.view, env.signer, out):
             return
-        if pkt.block is not None:
-            if vc.prepared_hash is None or block_hash_of(pkt.block) != vc.prepared_hash:
-                out.append(Rejected("block_hash_mismatch", "view change block", env.signer))
-                return
-            self.round.blocks.setdefault(vc.prepared_hash, pkt.block)
+        if pkt.block is not None and not self._attach_prepared_block(vc, pkt.block, out, check=False):
+            out.append(Rejected("block_hash_mismatch", "view change block", env.signer))
+            return
         value = (vc.prepared_view or 0).to_bytes(4, "big") + (vc.prepared_hash or b"")
         if not self._equivocation(KIND_VIEW_CHANGE, vc.view, env.signer, value, env, out):
             return

@@ -334,7 +334,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                     self._want_catch_up()  # far behind the network: the DHT may hold the blocks
                 # a lagging node sees the live network's heights while it catches up: expected
                 level = (
-                    logging.DEBUG if a.reason in ("height_too_far", "future_buffer_full") else logging.WARNING
+                    logging.DEBUG
+                    if a.reason in ("height_too_far", "future_buffer_full", "send_budget")
+                    else logging.WARNING
                 )
                 log.log(level, "refused consensus packet (%s): %s", a.reason, a.detail)
             elif isinstance(a, ViewChanged):
