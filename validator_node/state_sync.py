@@ -105,11 +105,10 @@ class StateSync:
     _catch_up_wanted: trio.Event | None = None
 
     def _load_state(self) -> None:
-        """Rebuild the application state: from the checkpoint this node started from (if any),
+        """Rebuild the application state: from the newest checkpoint this node holds (if any),
         then every decided block after it, each checked against the state root it commits to."""
-        base = self.store.base_height()
+        base, data = self.store.restart_point()
         if base:
-            data = self.store.checkpoint_at(base)
             if data is None:
                 raise RuntimeError(f"{self.store.path}: the base checkpoint {base} is missing")
             cp = decode(data, Checkpoint)
@@ -120,7 +119,8 @@ class StateSync:
             assert named is not None  # the height after a state is in its epoch or the next
             state = verify_checkpoint(cp, named, self.cfg.netuid, self.cfg.epoch_blocks)
             self.app.install(state, base, decode(cp.next_block.block, Block).parent)
-        committed = self.store.check_integrity()
+        committed = self.store.check_integrity(base)
+        self.metrics.set("blocks_replayed_at_start", committed - base)
         for h in range(base + 1, committed + 1):
             decision = self.store.decision(h)
             assert decision is not None
