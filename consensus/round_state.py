@@ -43,6 +43,10 @@ class RoundState:
     new_view_sent: set[int] = field(default_factory=set)
     proposal_requested: set[int] = field(default_factory=set)
     justification_ok: set[tuple[int, bytes]] = field(default_factory=set)
+    # view -> proposal hashes whose justification was verified (at most two: see _justified)
+    justifications_tried: dict[int, set[bytes]] = field(default_factory=dict)
+    # (signer, body, signature) of a view change verified in a justification -> its certificate
+    verified_view_changes: dict[tuple[bytes, bytes, bytes], Certificate | None] = field(default_factory=dict)
 
     def observe(self, kind: int, view: int, signer: bytes, value: bytes, env: SignedEnvelope) -> str:
         """Classify a signed statement: 'new', 'duplicate', 'conflict' (first conflict) or 'flood'.

@@ -29,26 +29,51 @@ from wire.errors import WireError
 class ViewChangeRules(ReplicaFields):
     def _justified(self, pp: PrePrepare, pkt: ProposalPacket, out: list[Action]) -> bool:
         """A proposal for view > 0 must carry a quorum of view changes and re-propose the
-        highest prepared block among them (if any)."""
+        highest prepared block among them (if any).
+
+        Everything that needs no signature is checked first, on what the view changes claim
+        (views, heights, distinct signers, a quorum of stake, the highest prepared block); only
+        then are they verified, each at most once a height (`_held_view_change`). The leader can
+        make us verify justifications for at most two blocks a view (as for any statement)."""
         rs = self.round
         if (pp.view, pp.block_hash) in rs.justification_ok:
             return True
-        signers: set[bytes] = set()
-        best: tuple[int, bytes] | None = None
+        claims: list[ViewChange] = []
         for vcp in pkt.justification:
-            vc = self._held_view_change(vcp) or self._check_view_change(vcp, out)
-            if vc is None or vc.view != pp.view or vc.height != pp.height:
-                out.append(Rejected("invalid_justification", "bad view change in new-view"))
-                return False
-            signers.add(vcp.view_change.signer)
-            if vc.prepared_view is not None and (best is None or vc.prepared_view > best[0]):
-                best = (vc.prepared_view, vc.prepared_hash)
-        if not rs.vset.is_quorum(rs.vset.stake_of_all(signers)):
+            try:
+                claims.append(decode(vcp.view_change.body, ViewChange))
+            except WireError:
+                claims = []
+                break
+        signers = {vcp.view_change.signer for vcp in pkt.justification}
+        if (
+            len(claims) != len(pkt.justification)
+            or len(signers) != len(claims)
+            or any(vc.view != pp.view or vc.height != pp.height for vc in claims)
+        ):
+            out.append(Rejected("invalid_justification", "bad view change in new-view"))
+            return False
+        if not rs.vset.is_quorum(rs.vset.stake_of_all(s for s in signers if s in rs.vset)):
             out.append(Rejected("invalid_justification", f"new-view {pp.view} lacks a quorum"))
             return False
+        best: tuple[int, bytes | None] | None = None
+        for vc in claims:
+            if vc.prepared_view is not None and (best is None or vc.prepared_view > best[0]):
+                best = (vc.prepared_view, vc.prepared_hash)
         if best is not None and best[1] != pp.block_hash:
             out.append(Rejected("invalid_justification", f"new-view {pp.view} ignores a prepared block"))
             return False
+        tried = rs.justifications_tried.setdefault(pp.view, set())
+        if pp.block_hash not in tried and len(tried) >= 2:
+            return False  # the leader is past two values for this view: nothing more is verified
+        tried.add(pp.block_hash)
+        for vcp in pkt.justification:
+            if self._held_view_change(vcp) is None:
+                if self._check_view_change(vcp, out) is None:
+                    out.append(Rejected("invalid_justification", "bad view change in new-view"))
+                    return False
+                env = vcp.view_change
+                rs.verified_view_changes[(env.signer, env.body, env.signature)] = vcp.prepared
         rs.justification_ok.add((pp.view, pp.block_hash))
         return True
 
@@ -61,9 +86,12 @@ class ViewChangeRules(ReplicaFields):
         except WireError:
             return None
         held = self.round.view_changes.get(vc.view, {}).get(env.signer)
-        if held is None or held.view_change != env or held.prepared != pkt.prepared:
-            return None
-        return vc
+        if held is not None and held.view_change == env and held.prepared == pkt.prepared:
+            return vc
+        verified = self.round.verified_view_changes.get((env.signer, env.body, env.signature), False)
+        if verified is not False and verified == pkt.prepared and vc.height == self.height:
+            return vc  # checked in an earlier justification (signature and certificate)
+        return None
 
     def _check_view_change(
         self, pkt: ViewChangePacket, out: list[Action], opened: ViewChange | None = None

@@ -10,6 +10,7 @@ from consensus.certificates import build_certificate, vote_signing_bytes
 from consensus.crypto import seal
 from consensus.messages import (
     PHASE_PREPARE,
+    PrePrepare,
     ProposalPacket,
     ViewChange,
     ViewChangePacket,
@@ -103,3 +104,34 @@ def test_a_new_view_proposal_stripped_of_its_justification_does_not_block_the_re
     c.deliver()
     assert any(r.kind == PHASE_PREPARE and r.view == 1 for r in c.nodes[victim].records)
     assert all(n.decided for hk, n in c.nodes.items() if hk != silent)
+
+
+def test_a_leader_flooding_new_view_proposals_gets_two_justification_checks_a_view() -> None:
+    """Each junk proposal costs the check of the leader's own signature; the view changes in
+    justifications are verified for at most two blocks a view, and one stripped of its view
+    changes, or claiming what they do not prove, costs no check of them at all."""
+    c = Cluster([1, 1, 1, 1], auto_propose=False)
+    c.start()
+    leader_hk = c.vset.leader(1, 1)
+    leader = next(k for k in c.keys if k.public_key == leader_hk)
+    victim = next(hk for hk in c.nodes if hk != leader_hk)
+    node = c.nodes[victim]
+    node.replica.scheme = CountingScheme()
+    others = [k for k in c.keys if k.public_key != victim][:3]
+    vcs = tuple(
+        sorted(
+            (ViewChangePacket(seal(ViewChange(1, 1, None, None), k, NETUID), None, None) for k in others),
+            key=lambda p: p.view_change.signer,
+        )
+    )
+    forged = ViewChangePacket(
+        type(vcs[0].view_change)(NETUID, vcs[0].view_change.signer, vcs[0].view_change.body, bytes(64)),
+        None,
+        None,
+    )
+    for i in range(100):
+        block = make_block(1, bytes(32), b"junk%d" % i)
+        pp = seal(PrePrepare(1, 1, hashlib.sha256(block).digest()), leader, NETUID)
+        node.replica.on_message(encode(ProposalPacket(pp, block, (forged, *vcs[1:]))), 0.0)
+    assert node.replica.scheme.calls <= 100 + 2
+    assert not any(r.kind == PHASE_PREPARE for r in node.records)
