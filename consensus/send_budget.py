@@ -49,6 +49,7 @@ class _Account:
     at: float
     sent: dict[int, float] = field(default_factory=dict)  # height -> when last sent
     floor: tuple[int, float] = (0, 0.0)  # (height the recipient reached, when we learnt it)
+    need: float = 0.0  # bytes the block that did not fit needs: nothing is worth asking before
 
 
 class SendBudget:
@@ -88,7 +89,7 @@ class SendBudget:
         acc = self._account(peer, now)
         if self._past(acc, heights.start, now):
             return False  # it is past that height: a replay of an old request
-        return acc.blocks >= 1 and any(h not in acc.sent for h in heights)
+        return acc.blocks >= 1 and acc.bytes >= acc.need and any(h not in acc.sent for h in heights)
 
     def send(
         self, peer: bytes, heights: range, lookup: Callable[[int], DecisionPacket | None], now: float
@@ -107,7 +108,9 @@ class SendBudget:
                 break
             size = decision_size(d)
             if size > acc.bytes:
+                acc.need = size
                 return out, True
+            acc.need = 0.0
             acc.blocks -= 1
             acc.bytes -= size
             acc.sent[h] = now

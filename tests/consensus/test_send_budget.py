@@ -84,3 +84,11 @@ def test_an_honest_laggard_still_catches_up_many_heights() -> None:
         c.advance(1.0)
         c.deliver(limit=100_000)
     assert c.heights()[late] == 60
+
+
+def test_copies_of_a_request_cut_short_by_the_byte_budget_are_not_verified_again() -> None:
+    s = served(tip=100, block_size=1_000_000)  # 1 MB blocks: the 8 MiB burst holds 8 of them
+    request = s.sync_request(1)
+    for _ in range(20):
+        s.deliver(request, 0.0)
+    assert len(s.sent) == 8 and s.scheme.calls == 1
