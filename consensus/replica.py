@@ -205,8 +205,11 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
           view change that could still help its stuck signer (`_help_wanted`, a budget check);
         * the current height: a statement whose (kind, view, signer, value) already counted, or
           whose signer already showed two values, is dropped (`RoundState.seen`);
-        * future heights: a statement already buffered (same signer, body and signature) is
-          dropped; new ones are verified, then buffered.
+        * future heights: a vote already buffered (same signer, body and signature: the whole
+          packet) is dropped; new ones are verified, then buffered. Proposals and view changes
+          carry more than their envelope (block, certificate, justification), so a copy with a
+          valid envelope and junk beside it must not stand in for the real one: they are
+          verified each time (the buffer's cap bounds them).
         """
         try:
             msg = decode(env.body, cls)
@@ -220,7 +223,7 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         elif height == self.height:
             if self._counted_already(cls, msg, signer, pkt, out):
                 return None
-        elif (signer, env.signature + env.body) in self._future_seen.get(height, ()):
+        elif cls is Vote and (signer, env.signature + env.body) in self._future_seen.get(height, ()):
             return None
         if height == self.height and signer not in self.round.vset:
             out.append(Rejected("unknown_signer", f"{signer.hex()[:16]} is not a validator", signer))
@@ -230,7 +233,8 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
             return None
         if signer != self.me:
             self._budget.reached(signer, height, self._now)
-        if not self._route_height(height, signer, pkt, out, (signer, env.signature + env.body)):
+        key = (signer, env.signature + env.body) if cls is Vote else None
+        if not self._route_height(height, signer, pkt, out, key):
             return None
         return msg
 
@@ -238,6 +242,8 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         """True if an equal statement from `signer` was already verified and counted at this
         height (or the signer is past its two values): the copy needs no signature check."""
         if cls is Vote:
+            if msg.phase not in (PHASE_PREPARE, PHASE_COMMIT):
+                return False  # refused as malformed once verified
             kind, value = msg.phase, msg.block_hash
         elif cls is PrePrepare:
             kind, value = KIND_PREPREPARE, msg.block_hash
