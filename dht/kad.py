@@ -32,7 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from consensus.crypto import Scheme
 from consensus.messages import DecisionPacket
-from dht import records
+from dht import kad_fixes, records
 from dht.records import (
     NS_BLOCK,
     NS_CHECKPOINT,
@@ -53,6 +53,8 @@ from wire.codec import decode, encode
 from wire.errors import WireError
 
 logger = logging.getLogger(__name__)
+
+kad_fixes.install()  # KadDHT answers FIND_NODE for our (long) record keys: see dht/kad_fixes.py
 
 #: The Kademlia protocol id this DHT speaks (py-libp2p's default, the same as go/rust-libp2p).
 DHT_PROTOCOL_ID = str(PROTOCOL_ID)
