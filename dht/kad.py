@@ -32,7 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from consensus.crypto import Scheme
 from consensus.messages import DecisionPacket
-from dht import kad_fixes, records
+from dht import kad_fixes, records, yamux_fixes
 from dht.records import (
     NS_BLOCK,
     NS_CHECKPOINT,
@@ -55,6 +55,7 @@ from wire.errors import WireError
 logger = logging.getLogger(__name__)
 
 kad_fixes.install()  # KadDHT answers FIND_NODE for our (long) record keys: see dht/kad_fixes.py
+yamux_fixes.install()  # a cancelled stream write no longer kills its connection: dht/yamux_fixes.py
 
 #: The Kademlia protocol id this DHT speaks (py-libp2p's default, the same as go/rust-libp2p).
 DHT_PROTOCOL_ID = str(PROTOCOL_ID)
