@@ -32,7 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from consensus.crypto import Scheme
 from consensus.messages import DecisionPacket
-from dht import records
+from dht import kad_fixes, records, yamux_fixes
 from dht.records import (
     NS_BLOCK,
     NS_CHECKPOINT,
@@ -53,6 +53,9 @@ from wire.codec import decode, encode
 from wire.errors import WireError
 
 logger = logging.getLogger(__name__)
+
+kad_fixes.install()  # KadDHT answers FIND_NODE for our (long) record keys: see dht/kad_fixes.py
+yamux_fixes.install()  # a cancelled stream write no longer kills its connection: dht/yamux_fixes.py
 
 #: The Kademlia protocol id this DHT speaks (py-libp2p's default, the same as go/rust-libp2p).
 DHT_PROTOCOL_ID = str(PROTOCOL_ID)
@@ -135,6 +138,7 @@ class DhtNode:
         trust_for: VsetFor | None = None,
         timeout: float = 30.0,
         fetch_concurrency: int = 4,
+        blob_concurrency: int = 2,
         memory_budget: int = 512 * 1024 * 1024,
         trim_interval: float = 5.0,
     ) -> None:
@@ -144,7 +148,8 @@ class DhtNode:
         self.timeout = timeout
         self.memory_budget = memory_budget
         self.trim_interval = trim_interval
-        self._fetch_limit = trio.CapacityLimiter(fetch_concurrency)
+        self._fetch_limit = trio.CapacityLimiter(fetch_concurrency)  # chunks in flight, node-wide
+        self.blob_concurrency = blob_concurrency  # chunks in flight for one blob
         table = records.validators(netuid, vset_for, scheme, block_header, trust_for)
         self.decisions: DecisionValidator = table[NS_BLOCK]  # type: ignore[assignment]
         self.checkpoints: CheckpointIndexValidator | None = table.get(NS_CHECKPOINT)  # type: ignore[assignment]
@@ -260,17 +265,40 @@ class DhtNode:
         self.metrics.inc("dht_ops_total", op="put_blob", result="ok")
         return key
 
-    async def get_blob(self, key_or_hash: str | bytes) -> bytes:
+    async def get_blob(
+        self,
+        key_or_hash: str | bytes,
+        *,
+        size: int | None = None,
+        sha256: bytes | None = None,
+        concurrency: int | None = None,
+    ) -> bytes:
         """Fetch a blob by key (or content hash), verifying each chunk and the whole value.
-        Raises BlobNotFound if nobody has a valid copy, RecordRefused if the parts do not join."""
+        Raises BlobNotFound if nobody has a valid copy, RecordRefused if the parts do not join.
+
+        `size` and `sha256` (from a signed reference) bound the fetch: a manifest that describes
+        another value is refused before any chunk is asked for, and each chunk must have exactly
+        the length the manifest gives it, so no more than `size` bytes are ever accepted.
+        `concurrency` caps this call's chunks in flight (default `blob_concurrency`), under the
+        node-wide `fetch_concurrency`, so one blob cannot take every fetch slot."""
         key = _key_of(key_or_hash)
         try:
-            value = await self._get(key)
+            single = key.startswith(f"/{NS_CONTENT}/")
+            if single and sha256 is not None and key != records.content_key(sha256):
+                raise RecordRefused("ref_mismatch", f"{key} is not the content key of the reference")
+            if single and size is not None and size > RECORD_VALUE_CAP:
+                raise RecordRefused("ref_mismatch", f"{size} bytes cannot be one content record")
+            value = await self._get(key, length=size if single else None)
             if key.startswith(f"/{NS_MANIFEST}/"):
                 manifest = decode(value, ChunkManifest)
-                value = await self._get_chunks(manifest)
+                records.check_against(manifest, size, sha256)
+                value = await self._get_chunks(manifest, concurrency)
         except BlobNotFound:
             self.metrics.inc("dht_ops_total", op="get_blob", result="not_found")
+            raise
+        except RecordRefused as exc:
+            self.metrics.inc("dht_ops_total", op="get_blob", result="refused")
+            self.metrics.inc("dht_blobs_refused_total", reason=exc.reason)
             raise
         except Exception:
             self.metrics.inc("dht_ops_total", op="get_blob", result="error")
@@ -278,17 +306,35 @@ class DhtNode:
         self.metrics.inc("dht_ops_total", op="get_blob", result="ok")
         return value
 
-    async def _get_chunks(self, manifest: ChunkManifest) -> bytes:
+    async def _get_chunks(self, manifest: ChunkManifest, concurrency: int | None = None) -> bytes:
+        """The chunks of a checked manifest, at most `concurrency` in flight for this blob (and
+        `fetch_concurrency` for the node). The first failure (a chunk nobody has, or one of the
+        wrong length) cancels the chunks still in flight and is raised as itself."""
         records.check_manifest(manifest)
+        limit = trio.CapacityLimiter(concurrency or self.blob_concurrency)
         chunks: list[bytes | None] = [None] * len(manifest.chunks)
+        failures: list[Exception] = []
+        accepted = 0
 
-        async def fetch(i: int, digest: bytes) -> None:
-            async with self._fetch_limit:
-                chunks[i] = await self._get(records.content_key(digest))
+        async def fetch(i: int, digest: bytes, cancel: trio.CancelScope) -> None:
+            nonlocal accepted
+            try:
+                async with limit, self._fetch_limit:
+                    key = records.content_key(digest)
+                    chunk = await self._get(key, length=records.chunk_length(manifest, i))
+                accepted += len(chunk)
+                if accepted > manifest.total_size:  # cannot happen with exact lengths; a backstop
+                    raise RecordRefused("oversize", f"chunks add up to more than {manifest.total_size} bytes")
+                chunks[i] = chunk
+            except Exception as exc:
+                failures.append(exc)
+                cancel.cancel()
 
         async with trio.open_nursery() as nursery:
             for i, digest in enumerate(manifest.chunks):
-                nursery.start_soon(fetch, i, digest)
+                nursery.start_soon(fetch, i, digest, nursery.cancel_scope)
+        if failures:
+            raise failures[0]
         return records.join(manifest, [c for c in chunks if c is not None])
 
     # --- decided blocks ----------------------------------------------------------------------
@@ -468,14 +514,17 @@ class DhtNode:
             if "Refusing to replace" not in str(exc):
                 raise
 
-    async def _get(self, key: str) -> bytes:
-        """A validated value: from the local store, else the DHT (then kept in the store)."""
+    async def _get(self, key: str, length: int | None = None) -> bytes:
+        """A validated value: from the local store, else the DHT (then kept in the store).
+        With `length`, a value of any other length is refused (RecordRefused "bad_chunk") and
+        not stored: a manifest's chunk, or a referenced blob, is exactly that long."""
         if self.store is not None:
             try:
                 value = await trio.to_thread.run_sync(self.store.get, key)
             except Exception:
                 value = None  # deleted as invalid; fetch a good copy
             if value is not None:
+                _check_length(key, value, length)
                 return value
         value = None
         # content and manifest records are immutable (valid iff they hash to the key), so the first
@@ -488,12 +537,24 @@ class DhtNode:
         if value is None:
             raise BlobNotFound(key)
         self.validator.validate(key, value)  # KadDHT validated it too; this one is ours
+        try:
+            _check_length(key, value, length)
+        except RecordRefused:  # KadDHT kept what it fetched in memory: keep nothing we refused
+            vs = self.kad.value_store
+            if key.encode() not in vs.local_keys:
+                vs.store.pop(key.encode(), None)
+            raise
         if self.store is not None:
             try:
                 await trio.to_thread.run_sync(self.store.put, key, value)
             except StoreFull:
                 self.metrics.inc("dht_store_refused_total", reason="store_full")
         return value
+
+
+def _check_length(key: str, value: bytes, length: int | None) -> None:
+    if length is not None and len(value) != length:
+        raise RecordRefused("bad_chunk", f"{key} holds {len(value)} bytes, {length} expected")
 
 
 def counters_of(dht: DhtNode) -> Callable[..., int]:

@@ -194,6 +194,27 @@ def check_manifest(manifest: ChunkManifest) -> None:
         )
 
 
+def chunk_length(manifest: ChunkManifest, index: int) -> int:
+    """The exact length chunk `index` must have (the manifest passed `check_manifest`): a chunk of
+    any other length is refused on arrival, before the next one is asked for."""
+    if index < len(manifest.chunks) - 1:
+        return manifest.chunk_size
+    return manifest.total_size - manifest.chunk_size * (len(manifest.chunks) - 1)
+
+
+def check_against(manifest: ChunkManifest, size: int | None, sha256: bytes | None) -> None:
+    """Refuse a manifest that does not describe the value a signed reference names (its size and
+    hash), before any of its chunks is fetched: a manifest is content-addressed, but whoever made
+    the reference chose it, and it may list up to MAX_BLOB_SIZE bytes of chunks."""
+    check_manifest(manifest)
+    if size is not None and manifest.total_size != size:
+        raise RecordRefused(
+            "ref_mismatch", f"manifest describes {manifest.total_size} bytes, the reference {size}"
+        )
+    if sha256 is not None and manifest.value_hash != sha256:
+        raise RecordRefused("ref_mismatch", "manifest describes another value than the reference")
+
+
 def join(manifest: ChunkManifest, chunks: Sequence[bytes]) -> bytes:
     """Reassemble a value, verifying every chunk's size and hash and the whole value's hash."""
     check_manifest(manifest)

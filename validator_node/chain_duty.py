@@ -12,7 +12,7 @@ import trio
 from consensus.validators import ValidatorSet
 from validator_node.app import epoch_info_from_chain
 from validator_node.chain.base import Chain, Metagraph
-from validator_node.pipeline.messages import EpochWeights
+from validator_node.pipeline.messages import EpochWeights, WeightRowMsg
 from wire.keys import Hotkey, public_key_of
 
 log = logging.getLogger("validator_node")
@@ -87,16 +87,61 @@ class ChainDuty:
                 log.warning("chain: %s", exc)
             await trio.sleep(1.0)
 
+    #: the newest decided weights handed to `_submit_weights`, and whether a submitter runs
+    _weights_newest: EpochWeights | None = None
+    _weights_submitting: bool = False
+    #: seconds between retries of the newest weights while the chain's rate limit refuses them
+    weights_retry_interval: float = 2.0
+
     async def _submit_weights(self, weights: EpochWeights) -> None:
+        """Hand decided weights to the chain: only the newest epoch's, one submission at a time.
+
+        A node catching up decides several epochs' weights blocks back to back; submitting each
+        (as it once did, one task per block) put every missed epoch's vector in one chain block,
+        where `weights_rate_limit` let the oldest land and refused the current one. Now weights
+        older than (or as old as) the newest seen are dropped, and the one running submitter
+        always takes the newest, so once an epoch's weights are decided no older vector is sent;
+        a vector the rate limit refuses is retried until it lands or a newer one replaces it."""
+        newest = self._weights_newest
+        if newest is not None and weights.epoch <= newest.epoch:
+            self.metrics.inc("chain_set_weights_total", result="superseded")
+            log.info("weights for epoch %d not submitted: epoch %d is decided", weights.epoch, newest.epoch)
+            return
+        self._weights_newest = weights
+        if self._weights_submitting:
+            return  # the running submitter takes it next
+        self._weights_submitting = True
         self._weights_pending += 1
         try:
-            await self._submit_weights_rows(weights)
+            await self._submit_newest()
         finally:
+            self._weights_submitting = False
             self._weights_pending -= 1
 
-    async def _submit_weights_rows(self, weights: EpochWeights) -> None:
+    async def _submit_newest(self) -> None:
+        done = -1
+        while self._weights_newest is not None and self._weights_newest.epoch > done:
+            current = self._weights_newest
+            await trio.sleep(0)  # let the decisions queued behind this one replace it first
+            if self._weights_newest is not current:
+                self.metrics.inc("chain_set_weights_total", result="superseded")
+                continue
+            rows = current.rows
+            while rows:
+                rows = await self._submit_weights_rows(EpochWeights(epoch=current.epoch, rows=rows))
+                if not rows:
+                    break
+                await trio.sleep(self.weights_retry_interval)  # rate-limited: wait for the chain
+                if self._weights_newest is not current:  # newer weights are decided: send those
+                    self.metrics.inc("chain_set_weights_total", result="superseded")
+                    break
+            done = current.epoch
+
+    async def _submit_weights_rows(self, weights: EpochWeights) -> tuple[WeightRowMsg, ...]:
+        """Submit each row; returns the rows the chain refused only for its rate limit."""
         info = self.app.state.epoch_info
         version_key = 0 if info is None else info.version_key
+        too_fast: list[WeightRowMsg] = []
         for row in weights.rows:
             try:
                 receipt = await trio.to_thread.run_sync(
@@ -106,8 +151,14 @@ class ChainDuty:
                 )
             except Exception as exc:
                 block, result = None, f"refused: {exc}"
-                self.metrics.inc("chain_set_weights_total", result="refused")
-                log.error("set_weights for epoch %d refused: %s", weights.epoch, exc)
+                if getattr(exc, "code", None) == "SettingWeightsTooFast":
+                    too_fast.append(row)
+                    self.metrics.inc("chain_set_weights_total", result="rate_limited")
+                    log.warning("set_weights for epoch %d rate-limited, will retry: %s", weights.epoch, exc)
+                    continue  # recorded once it lands, or not at all if newer weights replace it
+                else:
+                    self.metrics.inc("chain_set_weights_total", result="refused")
+                    log.error("set_weights for epoch %d refused: %s", weights.epoch, exc)
             else:
                 block, result = receipt.block, "ok"
             uids, values = list(row.uids), list(row.weights)
@@ -125,3 +176,4 @@ class ChainDuty:
                 receipt.block,
                 dict(zip(row.uids, row.weights, strict=True)),
             )
+        return tuple(too_fast)

@@ -3,14 +3,20 @@
 Everything the replica decides on comes in through its three inputs and every effect it wants
 comes out as an action; this module is the driver that executes them in order:
 PersistVote is committed to SQLite (fsync) before any later action of the same list runs, so a
-vote is never on the wire before it is on disk.
+vote is never on the wire before it is on disk. When the store cannot be written (a full disk),
+the node stops voting for good (`_halt_voting`): nothing after the failed write is executed, the
+replica gets no more input, and the node keeps serving reads (API, DHT, gossip) until it is
+stopped; an operator frees space and restarts it. Chosen over exiting so that the status, the
+metrics and the blocks this node holds stay reachable while someone looks at why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,6 +102,10 @@ def _bare_reference(item: object) -> str | None:
 
 
 class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
+    #: why this node stopped voting (a store write failed), or None while it votes
+    _voting_halted: str | None = None
+    _status_failing = False
+
     def __init__(self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain) -> None:
         if cfg.epoch_blocks < MIN_EPOCH_BLOCKS:
             # the replica may enter height h+2 while the application has applied only h-1, and
@@ -238,7 +248,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             with trio.move_on_after(15):  # let weights being submitted reach the chain
                 while self._weights_pending:
                     await trio.sleep(0.05)
-            self._write_status()
+            self._try_write_status()
             nursery.cancel_scope.cancel()
 
     async def _await_quorum_links(self, patience: float = 20.0) -> None:
@@ -254,6 +264,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
 
     async def _consensus_loop(self) -> None:
         while True:
+            if self._voting_halted is not None:  # drain, so that links (and gossip) stay up
+                await self._inbound_recv.receive()
+                continue
             wake = self.replica.deadline
             if self._proposal_due is not None:
                 wake = min(wake, self._proposal_due)
@@ -277,6 +290,29 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                 await self._execute(self.replica.on_timer(now))
 
     async def _execute(self, actions: list[Any]) -> None:
+        """Run the replica's actions in order; a store write that fails (disk full, I/O error)
+        stops this node voting before any later action (the vote's broadcast) runs."""
+        if self._voting_halted is not None:
+            return
+        try:
+            await self._execute_actions(actions)
+        except (OSError, sqlite3.Error) as exc:
+            self._halt_voting(exc)
+
+    def _halt_voting(self, exc: BaseException) -> None:
+        full = "full" in str(exc) or getattr(exc, "errno", None) == 28  # ENOSPC, or SQLITE_FULL
+        self._voting_halted = f"{'disk full' if full else 'store write failed'}: {exc}"
+        self.metrics.set("voting_halted", 1)
+        self.metrics.inc("store_write_failed_total", what="consensus")
+        log.error(
+            "stopped voting at height %d (%s): no vote that is not on disk is ever sent; still serving"
+            " reads; free space in %s and restart the node",
+            self.replica.height,
+            self._voting_halted,
+            self.data_dir,
+        )
+
+    async def _execute_actions(self, actions: list[Any]) -> None:
         decided = False
         for a in actions:
             if isinstance(a, PersistVote):
@@ -400,8 +436,25 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
 
     async def _status_writer(self) -> None:
         while True:
-            self._write_status()
+            self._try_write_status()
             await trio.sleep(self.cfg.status_interval)
+
+    def _try_write_status(self) -> None:
+        """status.json and metrics.prom are for operators: a full disk costs them (one log line
+        when writes start failing, one when they work again, a counter), never the node."""
+        try:
+            self._write_status()
+        except OSError as exc:
+            self.metrics.inc("store_write_failed_total", what="status")
+            if not self._status_failing:
+                log.error("cannot write status.json / metrics.prom in %s: %s", self.data_dir, exc)
+            self._status_failing = True
+            with contextlib.suppress(OSError):
+                (self.data_dir / "status.tmp").unlink(missing_ok=True)
+        else:
+            if self._status_failing:
+                log.info("status.json is written again")
+            self._status_failing = False
 
     def status(self) -> dict[str, Any]:
         tip_h, tip_hash = self.store.tip()
@@ -421,6 +474,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             "challenges": [m.challenge_id for m in self.app.state.registry.active()],
             "submissions": len(self.app.state.submissions),
             "last_weights": self.last_weights,
+            "voting_halted": self._voting_halted,
             "last_epoch_scores": None
             if self.app.last_epoch_scores is None
             else {

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS payloads (sha256 BLOB PRIMARY KEY, epoch INTEGER NOT 
 CREATE INDEX IF NOT EXISTS payloads_epoch ON payloads (epoch);
 """
 
+#: Referenced payloads fetched from the DHT at once by one node (each up to MAX_REF_PAYLOAD bytes).
+PAYLOAD_FETCH_CONCURRENCY = 2
+
 
 class PayloadStore:
     def __init__(self, path: Path) -> None:
@@ -135,9 +138,20 @@ class PayloadDuty:
             self.metrics.inc("payloads_publish_failed_total")
             log.warning("could not put a %d-byte payload in the DHT: %s", len(data), exc)
 
+    def _payload_fetch_limit(self) -> trio.CapacityLimiter:
+        """Referenced payloads being fetched from the DHT at once, node-wide: each holds up to
+        MAX_REF_PAYLOAD bytes in memory while its chunks arrive, and evaluations start one task
+        per submission, so without this a block full of references would fetch them all at once."""
+        limit = getattr(self, "_payload_fetches", None)
+        if limit is None:
+            limit = self._payload_fetches = trio.CapacityLimiter(PAYLOAD_FETCH_CONCURRENCY)
+        return limit
+
     async def _payload_of(self, sub: Admitted, patience: float = 30.0) -> bytes | None:
-        """The submission's payload: inline, from this node's store, or from the DHT (checked
-        against the decided hash and size). None if nobody could provide it in time."""
+        """The submission's payload: inline, from this node's store, or from the DHT (bounded by
+        the decided reference: the manifest must describe exactly `ref.size` bytes hashing to
+        `ref.sha256` before any chunk is fetched). None if nobody could provide it in time, or
+        the reference names a manifest of another value (refused at once: it cannot change)."""
         ref = sub.payload_ref
         if ref is None:
             return sub.payload
@@ -148,12 +162,21 @@ class PayloadDuty:
             return None
         data = None
         with trio.move_on_after(patience):
-            while data is None:
-                try:
-                    data = await self.dht.get_blob(dht_key(ref))
-                except Exception as exc:  # not there yet (the miner's validator is still putting it)
-                    log.debug("payload %s not in the DHT yet: %s", ref.sha256.hex()[:12], exc)
-                    await trio.sleep(1.0)
+            async with self._payload_fetch_limit():
+                while data is None:
+                    try:
+                        data = await self.dht.get_blob(dht_key(ref), size=ref.size, sha256=ref.sha256)
+                    except records.RecordRefused as exc:  # content-addressed: asking again is no use
+                        self.metrics.inc("payloads_refused_total", reason=exc.reason)
+                        log.warning(
+                            "payload %s refused: the DHT record does not match its reference (%s)",
+                            ref.sha256.hex()[:12],
+                            exc,
+                        )
+                        return None
+                    except Exception as exc:  # not there yet (the miner's validator is still putting it)
+                        log.debug("payload %s not in the DHT yet: %s", ref.sha256.hex()[:12], exc)
+                        await trio.sleep(1.0)
         if data is None or len(data) != ref.size or hashlib.sha256(data).digest() != ref.sha256:
             self.metrics.inc("payloads_unavailable_total")
             return None
