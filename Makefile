@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo bench soak clean
+.PHONY: install test lint format demo bench soak soak-memory clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) -m consensus.sim --soak --json
+
+# an hour of a 4-validator devnet with miners, each node's RSS printed every minute; fails if any
+# node's memory still grows after warm-up (bench/soak_memory.py). Not part of `make test`.
+SOAK_MINUTES ?= 60
+soak-memory: $(STAMP)
+	$(PY) -m bench.soak_memory --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

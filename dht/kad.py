@@ -33,6 +33,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from consensus.crypto import Scheme
 from consensus.messages import DecisionPacket
 from dht import kad_fixes, records, yamux_fixes
+from dht.memory import BoundedValueStore
 from dht.records import (
     NS_BLOCK,
     NS_CHECKPOINT,
@@ -139,7 +140,8 @@ class DhtNode:
         timeout: float = 30.0,
         fetch_concurrency: int = 4,
         blob_concurrency: int = 2,
-        memory_budget: int = 512 * 1024 * 1024,
+        memory_budget: int = 16 * 1024 * 1024,
+        memory_records: int = 4096,
         trim_interval: float = 5.0,
     ) -> None:
         self.host = host
@@ -147,6 +149,7 @@ class DhtNode:
         self.metrics: MetricsSink = metrics if metrics is not None else Counters()
         self.timeout = timeout
         self.memory_budget = memory_budget
+        self.memory_records = memory_records
         self.trim_interval = trim_interval
         self._fetch_limit = trio.CapacityLimiter(fetch_concurrency)  # chunks in flight, node-wide
         self.blob_concurrency = blob_concurrency  # chunks in flight for one blob
@@ -159,6 +162,10 @@ class DhtNode:
         self.store = RecordStore(store_path, self.validator) if self._owns_store else store  # type: ignore[arg-type]
         self.kad = KadDHT(
             host, DHTMode.SERVER, validator=self.validator, validator_changed=True, strict_validation=True
+        )
+        # a bounded cache in front of the SQLite store (dht.memory; before the service runs)
+        self.kad.value_store = BoundedValueStore(
+            self.kad.value_store, self.store.get if self.store is not None else None
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -183,32 +190,28 @@ class DhtNode:
             self.trim_memory()
 
     def trim_memory(self) -> int:
-        """Evict from KadDHT's in-memory store until it holds at most `memory_budget` value bytes.
+        """Evict from KadDHT's in-memory store until it holds at most `memory_budget` value bytes
+        in at most `memory_records` records (dht.memory.BoundedValueStore.trim).
 
-        KadDHT caps that store by count only (50,000 records of up to 1 MiB), and any peer can push
-        valid content records into it, so without this a peer could fill our RAM. Records pushed
-        by peers go first (oldest first), then our own, which stay in the SQLite store. Returns
-        the number evicted."""
+        KadDHT caps that store by count only (50,000 records of up to 1 MiB) and keeps each for a
+        day; this node puts a record per decided height, and any peer can push valid content
+        records into it, so without this a node's RAM grows with the chain. Records pushed by
+        peers go first (oldest first), then our own, which the SQLite store still serves.
+        Returns the number evicted."""
         vs = self.kad.value_store
-        total = sum(len(rec.value) for rec, _ in vs.store.values())
-        if total <= self.memory_budget:
-            return 0
-        order = [k for k in vs.store if k not in vs.local_keys] + [k for k in vs.store if k in vs.local_keys]
-        evicted = 0
-        for k in order:
-            if total <= self.memory_budget:
-                break
-            rec, _ = vs.store.pop(k)
-            total -= len(rec.value)
-            evicted += 1
+        assert isinstance(vs, BoundedValueStore)
+        evicted = vs.trim(self.memory_budget, self.memory_records)
+        for _ in evicted:
             self.metrics.inc("dht_memory_evicted_total")
-        return evicted
+        return len(evicted)
 
     async def load_store(self) -> int:
-        """Put every (re-validated) stored record into KadDHT's in-memory store for serving."""
+        """Put the stored records KadDHT cannot read through to (the checkpoint index: mutable)
+        into its in-memory store for serving; the rest are served from the store when asked for
+        (dht.memory), so a restart does not load a day of blocks into RAM."""
         assert self.store is not None
         n = 0
-        for key in await trio.to_thread.run_sync(self.store.keys):
+        for key in await trio.to_thread.run_sync(self.store.keys, f"/{NS_CHECKPOINT}/"):
             try:
                 value = await trio.to_thread.run_sync(self.store.get, key)
             except Exception as exc:  # a record that no longer validates was deleted by get()

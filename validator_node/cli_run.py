@@ -118,6 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     import trio
 
+    from validator_node import memdebug
     from validator_node.node import NodeConfig, ValidatorNode
     from wire.keys import Hotkey
 
@@ -162,6 +163,8 @@ def run_command(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", exc)
         return 1
     log.info("validator %s on netuid %d, data in %s", hotkey.ss58, cfg.netuid, node_dir)
+    if memdebug.maybe_start(node_dir):
+        log.warning("%s is set: tracing allocations (slow; debug only)", memdebug.ENV)
     try:
         trio.run(node.run)
     except KeyboardInterrupt:

@@ -158,8 +158,11 @@ class EvidenceDuty:
                 source = self.evidence_sources.get(m.challenge_id)
                 if source is not None:
                     self._nursery.start_soon(self._observe, source, m.challenge_id, epoch, cut, state)
+        agreed: set[tuple[str, bytes]] = set()
         for challenge_id, votes in sorted(state.evidence_votes.items()):
             h = agreed_hash(votes, self.app.vset_for(height))
+            if h is not None:
+                agreed.add((challenge_id, h))
             item = None if h is None else state.evidence.get((challenge_id, h))
             entry = state.registry.get(challenge_id)
             if item is None or entry is None or (challenge_id, h) in self._warmed:
@@ -168,6 +171,9 @@ class EvidenceDuty:
             if wasm is not None:
                 self._warmed.add((challenge_id, h))
                 self._nursery.start_soon(self._warm, entry.manifest, wasm, item.bundle)
+        # the state's evidence starts afresh each epoch: what is no longer agreed is never warmed
+        # again, and keeping it would grow this set by an entry per challenge per epoch for ever
+        self._warmed &= agreed
 
     async def _warm(self, manifest: Any, wasm: bytes, bundle: bytes) -> None:
         try:

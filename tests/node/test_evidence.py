@@ -395,3 +395,33 @@ def test_whatever_is_pooled_an_honest_proposal_is_valid(votes, bundles, height) 
 
 
 _STARTED = start()
+
+
+async def test_the_bundles_warmed_are_forgotten_with_their_epoch(aggregator: SandboxAggregator) -> None:
+    """The node warms the aggregate memo once per agreed bundle and remembers that it did; issue
+    12: that memory kept an entry per challenge per epoch for ever."""
+    import trio
+
+    from validator_node.evidence import EvidenceDuty
+
+    class App:
+        state = start()
+
+        def vset_for(self, height: int) -> object:
+            return VSET
+
+    duty = EvidenceDuty()
+    duty.app, duty.aggregator, duty.evidence_sources, duty._warmed = App(), aggregator, {}, set()  # type: ignore[attr-defined]
+    async with trio.open_nursery() as nursery:
+        duty._nursery = nursery
+        for epoch in range(40):
+            bundle = b"epoch %d" % epoch
+            h = hashlib.sha256(bundle).digest()
+            duty.app.state = replace(
+                start(),
+                evidence_votes={CID: {v.public_key: h for v in VALS}},
+                evidence={(CID, h): EvidenceBundle(CID, epoch, bundle)},
+            )
+            duty._on_decided_for_evidence(epoch * B + CUT + 1)  # in the epoch's voting window
+            assert (CID, h) in duty._warmed
+            assert len(duty._warmed) == 1

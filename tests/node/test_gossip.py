@@ -169,6 +169,25 @@ def test_seen_and_equivocation_caches_stay_bounded() -> None:
         g.close()
 
 
+async def test_the_routers_delivery_log_stays_bounded() -> None:
+    """py-libp2p logs a timestamp per relayed message and prunes the log only in its adaptive-
+    gossip update, which is off here: issue 12's devnet kept one per gossiped item for ever."""
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    a = peer("a")
+    g = AppGossip(host, netuid=NETUID, metrics=Metrics(), admitted=lambda p: True, on_item=lambda d: None)
+    try:
+        for n in range(3000):  # what pubsub does for each validated message: the router relays it
+            await g.router.publish(a, message(a, item(n), seqno=n))
+        assert len(g.router.recent_message_deliveries[TOPIC]) == 3000
+        g.maintain()  # once a second in a running node
+        assert sum(len(v) for v in g.router.recent_message_deliveries.values()) == 0
+    finally:
+        g.close()
+
+
 def signed(host: object, data: bytes, seqno: int) -> rpc_pb2.Message:
     """A message signed as py-libp2p's Pubsub.publish signs it."""
     from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX

@@ -461,6 +461,7 @@ class AppGossip:
         table = self.router.equivocation_detection
         while len(table) > self.settings.equivocation_cap:
             del table[next(iter(table))]
+        self.router.trim_delivery_log()
         m = self.metrics
         m.set("gossip_mesh_peers", len(self.router.mesh.get(self.topic, ())))
         m.set("gossip_topic_peers", len(self.pubsub.peer_topics.get(self.topic, ())))

@@ -31,6 +31,7 @@ import trio
 from validator_node.metrics import Metrics
 from validator_node.p2p.attestation import AttestationRefused, attest, check_attestation
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.swarm_fixes import release_inbound_handlers
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope
 from wire.errors import WireError
@@ -122,6 +123,7 @@ class ConsensusTransport:
             sec_opt={NOISE_ID: NoiseTransport(self.key_pair, noise_privkey=noise_key)},
             muxer_preference="YAMUX",
         )
+        release_inbound_handlers(self.host.get_network())  # else each inbound connection leaks
         self.listen = multiaddr.Multiaddr(f"/ip4/{listen_host}/tcp/{listen_port}")
         self.permitted = permitted
         self.current_block = current_block

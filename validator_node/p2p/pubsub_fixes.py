@@ -30,7 +30,8 @@ log = logging.getLogger("validator_node.p2p.gossip")
 
 
 class AdmittedRouter(GossipSub):
-    """GossipSub with a bounded equivocation map and a mesh closed to non-validators."""
+    """GossipSub with a bounded equivocation map and delivery log, and a mesh closed to
+    non-validators."""
 
     def __init__(self, *, admitted: Callable[[str], bool], equivocation_cap: int, **kw: Any) -> None:
         super().__init__(**kw)
@@ -56,6 +57,14 @@ class AdmittedRouter(GossipSub):
         while len(table) > self._equivocation_cap:
             del table[next(iter(table))]
         return True
+
+    def trim_delivery_log(self) -> None:
+        """py-libp2p 0.8.1 appends a timestamp per relayed message per topic to
+        `recent_message_deliveries` and prunes it only in its adaptive-gossip health update, which
+        is off here (gossip.py): a float per message for ever (issue 12's memory growth). The log
+        is read only by that update, so without it the log is kept empty."""
+        if not self.adaptive_gossip_enabled:
+            self.recent_message_deliveries.clear()
 
     async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
         # not pruned (a PRUNE imposes a 60 s backoff, and a validator whose handshake is still
