@@ -17,6 +17,7 @@ from consensus.validators import ValidatorSet
 from registry.state import ModuleCheckFailed, genesis, runtime_validator
 from validator_node.block import Block, build_block, check_block
 from validator_node.chain.base import Chain
+from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import MAX_POOLED_BUNDLES, Aggregator, bundle_hash
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
@@ -28,6 +29,13 @@ from validator_node.pipeline.messages import (
     NeuronEntry,
     RegistryItem,
     Submission,
+)
+from validator_node.pipeline.pools import (
+    Pool,
+    Refused,
+    check_registry_cheap,
+    check_registry_signed,
+    registry_nonce,
 )
 from validator_node.pipeline.proposal import build_body
 from validator_node.pipeline.snapshot import state_root
@@ -93,11 +101,10 @@ class Application:
         self.tip_height = 0
         self.tip_hash = bytes(32)
         self.tip_chain_block = 0
-        self.submission_pool: dict[bytes, SignedEnvelope] = {}
-        self.attestation_pool: dict[tuple[bytes, bytes], SignedEnvelope] = {}
-        self.registry_pool: dict[bytes, RegistryItem] = {}
-        self.evidence_vote_pool: dict[tuple[str, bytes], SignedEnvelope] = {}
-        self.evidence_pool: dict[tuple[str, bytes], EvidenceBundle] = {}
+        self.submission_pool, self.attestation_pool, self.registry_pool = new_pools()[:3]
+        self.evidence_vote_pool, self.evidence_pool = new_pools()[3:]
+        self.metrics = Metrics()  # the node shares its own (refusals by reason, disagreements)
+        self._forged: dict[bytes, None] = {}  # actions whose signature failed (bounded, oldest out)
         # runs challenge modules for epoch-scored challenges; the node sets it (None: none are)
         self.aggregator: Aggregator | None = None
         # local observations for latency attestations (monotonic seconds; never decided as such)
@@ -207,10 +214,16 @@ class Application:
         for ev in body.evidence:
             self.evidence_pool.pop((ev.challenge_id, bundle_hash(ev.bundle)), None)
         last = self.state.registry.last_nonce  # replays and superseded actions can never apply
-        for k in [k for k, item in self.registry_pool.items() if _nonce_of(item) <= last]:
+        for k in [k for k, item in self.registry_pool.items() if registry_nonce(item) <= last]:
             del self.registry_pool[k]
         epoch = self.state.epoch_of(self.tip_height + 1)
-        stale = [k for k, e in self.submission_pool.items() if _epoch_of_submission(e) != epoch]
+        counts = self.state.miner_counts  # a miner whose quota is used up waits for the next epoch
+        stale = [
+            k
+            for k, e in self.submission_pool.items()
+            if _epoch_of_submission(e) != epoch
+            or counts.get((e.signer, _challenge_of_submission(e)), 0) >= MAX_SUBMISSIONS_PER_MINER
+        ]
         for k in stale:
             del self.submission_pool[k]
         seen = self.first_seen
@@ -231,13 +244,13 @@ class Application:
             parent=self.tip_hash,
             vset=self.vset_for(height),
             epoch_info=self.chain_view,
-            registry_pool=list(self.registry_pool.values()),
-            submission_pool=list(self.submission_pool.values()),
-            attestation_pool=list(self.attestation_pool.values()),
+            registry_pool=self.registry_pool.values(),
+            submission_pool=self.submission_pool.values(),
+            attestation_pool=self.attestation_pool.values(),
             validate_module=self.validate_module,
             aggregate=self.aggregator,
-            evidence_vote_pool=list(self.evidence_vote_pool.values()),
-            evidence_pool=list(self.evidence_pool.values()),
+            evidence_vote_pool=self.evidence_vote_pool.values(),
+            evidence_pool=self.evidence_pool.values(),
         )
         chain_block = max(chain_block, self.tip_chain_block)
         return build_block(height, self.tip_hash, proposer, chain_block, self.root, encode(body))
@@ -296,16 +309,11 @@ class Application:
         if isinstance(item, EvidenceBundle):
             return self._offer_evidence(item)
         if isinstance(item, RegistryItem):
-            key = hashlib.sha256(encode(item)).digest()
-            if key in self.registry_pool:
-                return "duplicate"
-            if item.action.signed.signer != self.state.registry.sudo:
-                return "registry action not signed by the subnet owner"
-            if _nonce_of(item) <= self.state.registry.last_nonce:
-                return (
-                    f"stale nonce: the registry has applied nonce {self.state.registry.last_nonce} (replay?)"
-                )
-            self.registry_pool[key] = item
+            try:
+                self._offer_registry(item)
+            except Refused as exc:
+                self.metrics.inc("pool_refused_total", kind="registry", reason=exc.code)
+                return str(exc)
             return None
         try:
             tag = decode_tag(item.body)
@@ -318,6 +326,26 @@ class Application:
         if tag == "app.evidencevote":
             return self._offer_evidence_vote(item)
         return f"unexpected item {tag}"
+
+    def _offer_registry(self, item: RegistryItem) -> None:
+        """Cheap checks, dedup, then the owner's signature and the module's hash, then room."""
+        check_registry_cheap(item, self.state.registry)
+        key = hashlib.sha256(encode(item)).digest()
+        action = hashlib.sha256(encode(item.action)).digest()
+        if key in self.registry_pool or action in self._forged:
+            raise Refused("duplicate", "duplicate")
+        try:
+            check_registry_signed(item, self.netuid)
+        except Refused as exc:
+            if exc.code == "bad_signature":  # the same forgery again costs no signature check
+                self._forged[action] = None
+                if len(self._forged) > 4096:
+                    del self._forged[next(iter(self._forged))]
+            raise
+        full = self.registry_pool.room_for(item)
+        if full is not None:
+            raise full
+        self.registry_pool[key] = item
 
     def _offer_submission(self, env: SignedEnvelope) -> str | None:
         try:
@@ -334,9 +362,15 @@ class Application:
         sid = submission_id(env)
         if sid in self.submission_pool or sid in self.state.submissions:
             return "duplicate"
+        if self.state.miner_counts.get((env.signer, sub.challenge_id), 0) >= MAX_SUBMISSIONS_PER_MINER:
+            return "rate limited: this miner's submissions for the epoch are all admitted"
         mine = sum(1 for e in self.submission_pool.values() if e.signer == env.signer)
         if mine >= 4 * MAX_SUBMISSIONS_PER_MINER:
             return "rate limited: too many pending submissions from this miner"
+        full = self.submission_pool.room_for(env)
+        if full is not None:
+            self.metrics.inc("pool_refused_total", kind="submission", reason=full.code)
+            return str(full)
         self.submission_pool[sid] = env
         self.first_seen.setdefault(sid, time.monotonic())
         return None
@@ -353,6 +387,10 @@ class Application:
             return "duplicate"
         if att.submission_id not in self.state.submissions:
             return "attestation for an unknown submission"
+        full = self.attestation_pool.room_for(env)
+        if full is not None:
+            self.metrics.inc("pool_refused_total", kind="attestation", reason=full.code)
+            return str(full)
         self.attestation_pool[key] = env
         return None
 
@@ -372,6 +410,10 @@ class Application:
             vote.challenge_id, {}
         ):
             return "duplicate"
+        full = self.evidence_vote_pool.room_for(env)
+        if full is not None:
+            self.metrics.inc("pool_refused_total", kind="evidence_vote", reason=full.code)
+            return str(full)
         self.evidence_vote_pool[key] = env
         return None
 
@@ -392,6 +434,10 @@ class Application:
         pooled = sum(1 for c, _ in self.evidence_pool if c == item.challenge_id)
         if key[1] not in voted and pooled >= MAX_POOLED_BUNDLES:
             return "evidence no vote names, and the pool for this challenge is full"
+        full = self.evidence_pool.room_for(item)
+        if full is not None:
+            self.metrics.inc("pool_refused_total", kind="evidence", reason=full.code)
+            return str(full)
         self.evidence_pool[key] = item
         return None
 
@@ -422,11 +468,25 @@ def _epoch_of_submission(env: SignedEnvelope) -> int:
         return -1
 
 
-def _nonce_of(item: RegistryItem) -> int:
-    from registry.manifest import MANIFEST_OPS, ChallengeCommand, ChallengeManifest
-
-    cls = ChallengeManifest if item.action.op in MANIFEST_OPS else ChallengeCommand
+def _challenge_of_submission(env: SignedEnvelope) -> str:
     try:
-        return int(decode(item.action.signed.body, cls).nonce)
+        return decode(env.body, Submission).challenge_id
     except WireError:
-        return -1
+        return ""
+
+
+def new_pools() -> tuple[Pool, Pool, Pool, Pool, Pool]:  # type: ignore[type-arg]
+    """The pending pools: submissions, attestations, registry items, evidence votes, bundles.
+
+    Caps: every pool is walked after each decided block and sampled by each proposal, and its
+    bytes are held in memory, so what peers can queue is bounded whatever they send."""
+    env_size = lambda e: len(e.body) + 128  # noqa: E731 - signer, signature, framing
+    return (
+        Pool("submission", 4096, 64 * 1024 * 1024, env_size),
+        Pool("attestation", 65536, 32 * 1024 * 1024, env_size),
+        Pool(
+            "registry", 32, 16 * 1024 * 1024, lambda i: len(i.action.signed.body) + len(i.module or b"") + 256
+        ),
+        Pool("evidence vote", 4096, 4 * 1024 * 1024, env_size),
+        Pool("evidence", 64, 40 * 1024 * 1024, lambda b: len(b.bundle) + 128),
+    )

@@ -118,6 +118,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             genesis_vset = self.chain_vset
             self.store.set_genesis_vset(genesis_vset)
         self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, genesis_vset)
+        self.app.metrics = self.metrics  # refusals by reason, decided-block disagreements
         self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
         self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
