@@ -78,6 +78,7 @@ def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
         max_weight_limit=hp.max_weight_limit,
         mechanism_count=hp.mechanism_count,
         version_key=hp.weights_version_key,
+        owner_hotkey=public_key_of(owner) if owner else None,
     )
 
 

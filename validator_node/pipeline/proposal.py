@@ -71,7 +71,7 @@ def build_body(
     info = None
     if state.is_epoch_start(height):
         info = replace(epoch_info, epoch=d.epoch)
-        d.epoch_info = info
+        d.open_epoch(info)
     budget = _Budget(BODY_BUDGET - (0 if info is None else len(encode(info))))
     netuid = state.netuid
     # The weights block carries only the weights (registry items wait one block), so the weights'

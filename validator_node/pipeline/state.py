@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from consensus.validators import ValidatorSet
 from registry.manifest import MANIFEST_OPS
-from registry.state import RegistryError, RegistryState
+from registry.state import RegistryError, RegistryState, with_chain_params
 from registry.state import apply as registry_apply
 from validator_node.pipeline.evidence import (
     AggregateOutputInvalid,
@@ -178,21 +178,50 @@ def _epoch_scored_challenges(state: AppState, aggregate: Aggregator | None) -> s
 def derive_weights(
     state: AppState, vset: ValidatorSet, epoch: int, aggregate: Aggregator | None = None
 ) -> EpochWeights:
+    """The epoch's weights: defined for every decided input, and always chain-valid.
+
+    The chain's parameters come from the epoch's decided snapshot and may have changed under the
+    registry: a challenge on a mechanism the subnet no longer has is dropped (its share burns
+    with the rest), and when no vector over the subnet's UIDs can satisfy the chain (e.g. a
+    `max_weight_limit` that needs more UIDs than there are) every row is empty, which each
+    validator submits as a self-weight. The reason is recorded in the block (`fallback`)."""
     info = state.epoch_info
-    if info is None:
+    if info is None:  # every epoch's first block carries one, so no decided state lacks it
         raise BlockRejected("no_epoch_info", f"epoch {epoch} has no metagraph snapshot")
     limits = WeightLimits(len(info.neurons), info.min_allowed_weights, info.max_weight_limit)
+    mechanisms = max(1, info.mechanism_count)  # the chain has at least one; a row per mechanism
     active = state.registry.active(epoch)
+    mapped = [m for m in active if m.mechanism_id < mechanisms]
+    notes = []
+    if len(mapped) < len(active):
+        dropped = ", ".join(m.challenge_id for m in active if m.mechanism_id >= mechanisms)
+        notes.append(f"dropped challenges on mechanisms the subnet does not have ({mechanisms}): {dropped}")
     try:
         rows = weight_rows(
-            from_manifests(active, epoch_scores(state, vset, aggregate)),
-            info.owner_uid,
-            limits,
-            info.mechanism_count,
+            from_manifests(mapped, epoch_scores(state, vset, aggregate)), info.owner_uid, limits, mechanisms
         )
+        weights = EpochWeights(
+            epoch,
+            tuple(WeightRowMsg(r.mechid, r.uids, r.weights) for r in rows),
+            _reason(notes),
+        )
+        if len(encode(weights)) <= MAX_WEIGHTS_BYTES:
+            return weights
+        notes.append(f"the weight matrix is over {MAX_WEIGHTS_BYTES} bytes")
     except WeightsError as exc:
-        raise BlockRejected("weights_impossible", str(exc)) from None
-    return EpochWeights(epoch, tuple(WeightRowMsg(r.mechid, r.uids, r.weights) for r in rows))
+        notes.append(str(exc))
+    empty = tuple(WeightRowMsg(m, (), ()) for m in range(mechanisms))
+    return EpochWeights(epoch, empty, _reason(["self_weight", *notes]))
+
+
+# The weights block carries only the weights (and an epoch's snapshot when an epoch is one block
+# long): so the matrix stays well inside the body's 1 MiB cap.
+MAX_WEIGHTS_BYTES = 256 * 1024
+
+
+def _reason(notes: list[str]) -> str | None:
+    """The fallback note a weights block records (ASCII: ids and numbers; cut to the wire cap)."""
+    return "; ".join(notes)[:512] if notes else None
 
 
 # --- applying a block ------------------------------------------------------------------------
@@ -221,6 +250,15 @@ class Draft:
             self.epoch_info = None
             self.submissions, self.attestations, self.miner_counts = {}, {}, {}
             self.evidence_votes, self.evidence = {}, {}
+
+    def open_epoch(self, info: EpochInfo) -> None:
+        """Take the epoch's decided snapshot; the registry follows the chain's parameters in it
+        (mechanism count, owner key), so a chain change reaches every validator's registry at
+        the same height."""
+        self.epoch_info = info
+        self.registry = with_chain_params(
+            self.registry, sudo=info.owner_hotkey, mechanism_count=info.mechanism_count
+        )
 
     def finish(self) -> AppState:
         recent = {e: w for e, w in self.weights.items() if e > self.epoch - 16}
@@ -353,7 +391,7 @@ def apply_body(
     if state.is_epoch_start(height):
         if body.epoch_info is None or body.epoch_info.epoch != d.epoch:
             raise BlockRejected("epoch_info_missing", f"height {height} opens epoch {d.epoch}")
-        d.epoch_info = body.epoch_info
+        d.open_epoch(body.epoch_info)
     elif body.epoch_info is not None:
         raise BlockRejected("stray_epoch_info", f"height {height} does not open an epoch")
     for item in body.registry:
