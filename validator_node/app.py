@@ -14,7 +14,9 @@ import time
 from dataclasses import replace
 
 from consensus.validators import ValidatorSet
+from registry.manifest import ModulePolicy
 from registry.state import ModuleCheckFailed, genesis, runtime_validator
+from runtime.errors import DETERMINISTIC_KINDS
 from validator_node.block import Block, build_block, check_block
 from validator_node.chain.base import Chain
 from validator_node.metrics import Metrics
@@ -44,6 +46,7 @@ from validator_node.pipeline.state import (
     Admitted,
     AppState,
     BlockRejected,
+    LocalFailure,
     apply_body,
     attestation_key,
     epoch_scores,
@@ -117,18 +120,27 @@ class Application:
     # --- module validation memo -------------------------------------------------------------
 
     def validate_module(self, wasm: bytes, policy: object) -> object:
+        """The runtime's registration checks, memoised by (module, policy) when the verdict is one
+        every validator reproduces. The ABI probe runs under a local wall clock: a timeout there
+        (or any host fault) is retried once with 4x the time, then raised as LocalFailure and
+        never memoised, so a busy moment cannot become this node's verdict on a module."""
         key = (hashlib.sha256(wasm).digest(), encode(policy))
         found = self._module_ok.get(key)
         if isinstance(found, ModuleCheckFailed):
             raise found
-        if found is None:
-            try:
-                found = runtime_validator(wasm, policy)  # type: ignore[arg-type]
-            except ModuleCheckFailed as exc:
-                found = exc
-            self._module_ok[key] = found
-            if isinstance(found, ModuleCheckFailed):
-                raise found
+        if found is not None:
+            return found
+        try:
+            found = _validate_once(wasm, policy)
+        except LocalFailure:
+            if not isinstance(policy, ModulePolicy):
+                raise
+            found = _validate_once(wasm, replace(policy, wall_clock_ms=4 * policy.wall_clock_ms))
+        self._module_ok[key] = found
+        if len(self._module_ok) > 256:
+            del self._module_ok[next(iter(self._module_ok))]
+        if isinstance(found, ModuleCheckFailed):
+            raise found
         return found
 
     # --- blocks -------------------------------------------------------------------------------
@@ -172,11 +184,20 @@ class Application:
             )
         except BlockRejected as exc:
             return str(exc)
+        except Exception as exc:  # local (LocalFailure, a sandbox or disk error): not a verdict
+            self.metrics.inc("local_failures_total", where="validate")
+            log.warning(
+                "height %d: cannot check the proposal here now (%s: %s)", height, type(exc).__name__, exc
+            )
+            return f"local failure, not a verdict: {type(exc).__name__}: {exc}"
         return None
 
     def apply_decided(self, height: int, data: bytes) -> tuple[list[Admitted], BlockBody]:
-        """Apply a decided block. A decided block was validated by a quorum; if it still fails
-        here, this node's state has diverged, which must stop the node rather than be skipped."""
+        """Apply a decided block. A decided block was validated by a quorum, so the certificate
+        is the authority over what only this node re-derives (weights, module verdicts): a local
+        failure or a different result there is recorded, counted and logged, never fatal. A
+        block that commits to another state root, or breaks a rule every node checks the same
+        way, means this node's state has diverged, which must stop it rather than be skipped."""
         block, body = self._body_of(data)
         if block.state_root != self.root:
             raise BlockRejected("state_diverged", f"decided block {height} commits to another state root")
@@ -184,16 +205,32 @@ class Application:
         if before.is_epoch_start(height):
             self.epoch_started_at = {before.epoch_of(height): time.monotonic()}
         if before.is_epoch_end(height):  # keep the closing epoch's scores for the leaderboard
-            scores = epoch_scores(before, self.vset_for(height), self.aggregator)
-            self.last_epoch_scores = (before.epoch_of(height), scores)
+            try:
+                scores = epoch_scores(before, self.vset_for(height), self.aggregator)
+                self.last_epoch_scores = (before.epoch_of(height), scores)
+            except Exception as exc:  # only the leaderboard misses them
+                log.warning("epoch %d's scores for the leaderboard: %s", before.epoch_of(height), exc)
+
+        def disagree(reason: str, detail: str) -> None:
+            self.metrics.inc("decided_disagreements_total", reason=reason)
+            log.warning("height %d: applied as decided although %s (%s)", height, reason, detail)
+
+        def trusting(wasm: bytes, policy: object) -> object:
+            try:
+                return self.validate_module(wasm, policy)
+            except Exception as exc:  # the quorum registered it: this node's verdict differs
+                disagree("module_verdict", f"{type(exc).__name__}: {exc}")
+                return None
+
         self.state = apply_body(
             before,
             body,
             height=height,
             parent=self.tip_hash,
             vset=self.vset_for(height),
-            validate_module=self.validate_module,
+            validate_module=trusting,
             aggregate=self.aggregator,
+            on_disagreement=disagree,
         )
         self.tip_height, self.tip_hash = height, hashlib.sha256(data).digest()
         self.tip_chain_block = block.chain_block
@@ -467,6 +504,18 @@ def _epoch_of_submission(env: SignedEnvelope) -> int:
         return decode(env.body, Submission).epoch
     except WireError:
         return -1
+
+
+def _validate_once(wasm: bytes, policy: object) -> object:
+    """The runtime's verdict (an info object, or a ModuleCheckFailed to memoise) or LocalFailure."""
+    try:
+        return runtime_validator(wasm, policy)  # type: ignore[arg-type]
+    except ModuleCheckFailed as exc:
+        if exc.kind in DETERMINISTIC_KINDS or exc.kind == "bad_policy":
+            return exc
+        raise LocalFailure(f"module check: {exc}") from None
+    except Exception as exc:  # a host fault (disk, memory): not the module's doing
+        raise LocalFailure(f"module check: {type(exc).__name__}: {exc}") from None
 
 
 def _challenge_of_submission(env: SignedEnvelope) -> str:

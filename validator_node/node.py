@@ -353,10 +353,10 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         if wasm is None:
             log.error("module for %s is missing; cannot evaluate", sub.challenge_id)
             return
-        if self.aggregator.epoch_scored(manifest, wasm):
-            self._attest_latency(sub)
-            return
         try:
+            if self.aggregator.epoch_scored(manifest, wasm):
+                self._attest_latency(sub)
+                return
             payload = await self._payload_of(sub)  # a store error here is host-side too
             if payload is None:  # referenced, and nobody served the bytes in time
                 ok, kind, score = False, "payload_unavailable", -1

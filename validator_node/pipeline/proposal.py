@@ -30,6 +30,7 @@ from validator_node.pipeline.state import (
     AppState,
     BlockRejected,
     Draft,
+    LocalFailure,
     ModuleValidator,
     attestation_key,
     derive_weights,
@@ -146,7 +147,7 @@ class _Budget:
                 continue
             try:
                 apply(item)
-            except BlockRejected:
+            except (BlockRejected, LocalFailure):  # invalid, or not checkable here now: left out
                 continue
             out.append(item)
             self.take(item)

@@ -58,6 +58,13 @@ class BlockRejected(ValueError):
         self.reason = reason
 
 
+class LocalFailure(Exception):
+    """This node could not compute something for a reason of its own (a wall clock that fired on a
+    busy host, a full disk, a host fault): not a verdict on the block. Never memoised; validating
+    or proposing gives up for now (a later view retries), and a decided block is applied anyway
+    (`apply_body(on_disagreement=...)`)."""
+
+
 @dataclass(frozen=True)
 class Admitted:
     submission_id: bytes
@@ -385,8 +392,13 @@ def apply_body(
     vset: ValidatorSet,
     validate_module: ModuleValidator | None = None,
     aggregate: Aggregator | None = None,
+    on_disagreement: Callable[[str, str], None] | None = None,
 ) -> AppState:
-    """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule."""
+    """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule.
+
+    For a decided block (`on_disagreement` given) the certificate is the authority over what only
+    this node re-derives: weights it derives differently, or cannot derive for a local reason,
+    are reported to `on_disagreement(reason, detail)` and the block's own are applied."""
     d = Draft(state, height, parent)
     if state.is_epoch_start(height):
         if body.epoch_info is None or body.epoch_info.epoch != d.epoch:
@@ -399,9 +411,16 @@ def apply_body(
     if state.is_epoch_end(height):
         if body.submissions or body.attestations or body.evidence_votes or body.evidence:
             raise BlockRejected("busy_weights_block", "the epoch's last block carries only weights")
-        expected = derive_weights(state_for_weights(state, d), vset, d.epoch, aggregate)
+        expected = _derived_or_decided(
+            state_for_weights(state, d), body, vset, d.epoch, aggregate, on_disagreement
+        )
         if body.weights != expected:
-            raise BlockRejected("weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones")
+            if on_disagreement is None or body.weights is None:
+                raise BlockRejected(
+                    "weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones"
+                )
+            on_disagreement("weights_mismatch", f"epoch {d.epoch}: this node derived other weights")
+            expected = body.weights
         d.weights[d.epoch] = expected
     elif body.weights is not None:
         raise BlockRejected("stray_weights", f"height {height} does not close an epoch")
@@ -417,6 +436,25 @@ def apply_body(
     for item in body.evidence:
         d.evidence_bundle(item, vset)
     return d.finish()
+
+
+def _derived_or_decided(
+    state: AppState,
+    body: BlockBody,
+    vset: ValidatorSet,
+    epoch: int,
+    aggregate: Aggregator | None,
+    on_disagreement: Callable[[str, str], None] | None,
+) -> EpochWeights | None:
+    """The weights this node derives; for a decided block, the block's own when deriving failed
+    for a local reason (or for any reason at all: the certificate outranks this node)."""
+    if on_disagreement is None:
+        return derive_weights(state, vset, epoch, aggregate)
+    try:
+        return derive_weights(state, vset, epoch, aggregate)
+    except Exception as exc:  # a decided block is applied whatever failed here
+        on_disagreement("weights_underivable", f"epoch {epoch}: {type(exc).__name__}: {exc}")
+        return body.weights
 
 
 def state_for_weights(state: AppState, d: Draft) -> AppState:
