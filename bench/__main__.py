@@ -11,6 +11,7 @@ MODULES = (
     "bench.bench_seed",
     "bench.bench_dht",
     "bench.bench_sync",
+    "bench.bench_pools",
     "bench.bench_devnet",
 )
 

@@ -8,7 +8,6 @@ hold or walk an unbounded pool. After each decided block `_prune` drops what can
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from validator_node.pipeline.pools import (
     Refused,
     check_registry_cheap,
     check_registry_signed,
+    registry_key,
     registry_nonce,
 )
 from validator_node.pipeline.state import (
@@ -37,7 +37,7 @@ from validator_node.pipeline.state import (
     submission_id,
     vote_key,
 )
-from wire.codec import decode, encode
+from wire.codec import decode
 from wire.envelope import SignedEnvelope, open_envelope
 from wire.errors import WireError
 
@@ -64,7 +64,7 @@ class Intake:
         for env in body.attestations:
             self.attestation_pool.pop((attestation_key(env), env.signer), None)
         for item in body.registry:
-            self.registry_pool.pop(hashlib.sha256(encode(item)).digest(), None)
+            self.registry_pool.pop(registry_key(item), None)
         for env in body.evidence_votes:
             self.evidence_vote_pool.pop(vote_key(env), None)
         for ev in body.evidence:
@@ -125,8 +125,8 @@ class Intake:
     def _offer_registry(self, item: RegistryItem) -> None:
         """Cheap checks, dedup, then the owner's signature and the module's hash, then room."""
         check_registry_cheap(item, self.state.registry)
-        key = hashlib.sha256(encode(item)).digest()
-        action = hashlib.sha256(encode(item.action)).digest()
+        key = registry_key(item)  # the action's hash: the module is hashed after the signature
+        action = key
         if key in self.registry_pool or action in self._forged:
             raise Refused("duplicate", "duplicate")
         try:

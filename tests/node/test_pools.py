@@ -167,3 +167,29 @@ def test_a_proposal_tries_a_bounded_number_of_pooled_items(
     assert 0 < tried["n"] <= bound
     assert len(encode(subs[0])) > 0
     chain.close()
+
+
+def test_a_copy_stripped_of_its_module_cannot_shadow_the_owners_item(tmp_path: Path) -> None:
+    app, chain = make_app(tmp_path)
+    full = RegistryItem(sign_manifest(manifest(1), OWNER, NETUID), MODULE)
+    stripped = RegistryItem(full.action, None)  # anyone relaying the owner's action can do this
+    assert app.offer(stripped) is None
+    assert app.offer(full) is None  # not a "duplicate" of the stripped copy
+    chain.close()
+
+
+def test_registry_items_are_proposed_in_nonce_order_whatever_order_they_arrived_in(tmp_path: Path) -> None:
+    from validator_node.devnet import example_challenges
+
+    app, chain = make_app(tmp_path)
+    c = next(c for c in example_challenges() if c.challenge_id == "maxsat")
+    m = ChallengeManifest(
+        "maxsat", "maxsat", 1, hashlib.sha256(c.wasm).digest(), len(c.wasm), 1,
+        ModulePolicy.from_dict(c.policy), 500_000_000, 0, c.task, 0, 1,
+    )  # fmt: skip
+    add = RegistryItem(sign_manifest(m, OWNER, NETUID), c.wasm)
+    activate = RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None)
+    assert app.offer(activate) is None and app.offer(add) is None  # the activate arrives first
+    data = app.propose(1, VALS[0].public_key, chain.current_block())
+    assert decode(decode_block_body(data), BlockBody).registry == (add, activate)
+    chain.close()

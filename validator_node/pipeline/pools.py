@@ -22,7 +22,7 @@ from registry.manifest import (
 )
 from registry.state import RegistryState
 from validator_node.pipeline.messages import RegistryItem
-from wire.codec import decode
+from wire.codec import decode, encode
 from wire.envelope import open_envelope
 from wire.errors import WireError
 
@@ -85,6 +85,14 @@ class Pool(dict[K, V], Generic[K, V]):
         if default:
             return default[0]
         raise KeyError(key)
+
+
+def registry_key(item: RegistryItem) -> bytes:
+    """An item's identity in the pool, without hashing its module: the signed action, and whether
+    the module travels with it (a pooled module always matches the hash its signed manifest
+    names, so these two decide the item; a copy stripped of its module is another item)."""
+    flag = b"\x00" if item.module is None else b"\x01"
+    return hashlib.sha256(encode(item.action) + flag).digest()
 
 
 def registry_nonce(item: RegistryItem) -> int:

@@ -26,6 +26,7 @@ from validator_node.pipeline.messages import (
     EvidenceBundle,
     RegistryItem,
 )
+from validator_node.pipeline.pools import registry_nonce
 from validator_node.pipeline.state import (
     AppState,
     BlockRejected,
@@ -77,10 +78,11 @@ def build_body(
     netuid = state.netuid
     # The weights block carries only the weights (registry items wait one block), so the weights'
     # size, unknown until they are derived, can never push the body over its cap.
-    registry = budget.fill(
-        () if state.is_epoch_end(height) else _first(registry_pool, 16),
+    registry = budget.fill(  # in nonce order: an action never goes stale behind a later one
+        () if state.is_epoch_end(height) else sorted(_first(registry_pool, 16), key=registry_nonce),
         lambda item: d.registry_item(item, validate_module),
         limit=16,
+        max_tried_bytes=2 * BODY_BUDGET,
     )
     if state.is_epoch_end(height):
         weights = derive_weights(state_for_weights(state, d), vset, d.epoch, aggregate)
@@ -120,12 +122,6 @@ class _Budget:
     def __init__(self, left: int) -> None:
         self.left = left
 
-    def fits(self, item: object) -> bool:
-        return len(encode(item)) + 16 <= self.left
-
-    def take(self, item: object) -> None:
-        self.left -= len(encode(item)) + 16
-
     def fill(
         self,
         items: Iterable[_T],
@@ -133,22 +129,29 @@ class _Budget:
         *,
         limit: int | None = None,
         stop_when_full: bool = False,
+        max_tried_bytes: int | None = None,
     ) -> list[_T]:
         """The items, in order, that `apply` (a draft rule) accepts and that fit, up to `limit`;
         an item that does not fit is skipped, or ends the list with `stop_when_full` (for small
-        items of one kind: none after it would fit either)."""
+        items of one kind: none after it would fit either). With `max_tried_bytes`, no item is
+        tried once that many bytes were (for ~1 MiB items, whose checks hash every byte)."""
         out: list[_T] = []
+        tried = 0
         for item in items:
             if limit is not None and len(out) >= limit:
                 break
-            if not self.fits(item):
+            if max_tried_bytes is not None and tried >= max_tried_bytes:
+                break
+            size = len(encode(item)) + 16
+            if size > self.left:
                 if stop_when_full:
                     break
                 continue
+            tried += size
             try:
                 apply(item)
             except (BlockRejected, LocalFailure):  # invalid, or not checkable here now: left out
                 continue
             out.append(item)
-            self.take(item)
+            self.left -= size
         return out
