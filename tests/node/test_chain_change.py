@@ -92,6 +92,11 @@ def test_lowering_mechanisms_and_an_impossible_weight_limit_mid_run_never_halt_t
         wait_for(lambda: epoch_weights(dropped) is not None, 120, "an epoch end past the lowered count")
         first_dropped = epoch_weights(dropped)
 
+        def submitted(epoch: int) -> bool:  # before the next change, so the chain judges them as they were
+            return all(any(r["epoch"] == epoch for r in devnet.submitted_weights(root, v)) for v in vals)
+
+        wait_for(lambda: submitted(first_dropped), 60, "every validator's submission of that epoch")  # type: ignore[arg-type]
+
         with LocalChain(root / "chain.sqlite") as chain:
             chain.set_hyperparameters(max_weight_limit=1000)  # needs 67 UIDs; the subnet has 11
         self_weight = lambda w: w.fallback is not None and w.fallback.startswith("self_weight")  # noqa: E731
