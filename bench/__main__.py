@@ -12,6 +12,7 @@ MODULES = (
     "bench.bench_dht",
     "bench.bench_sync",
     "bench.bench_restart",
+    "bench.bench_pools",
     "bench.bench_devnet",
 )
 

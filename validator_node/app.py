@@ -14,37 +14,33 @@ import time
 from dataclasses import replace
 
 from consensus.validators import ValidatorSet
+from registry.manifest import ModulePolicy
 from registry.state import ModuleCheckFailed, genesis, runtime_validator
+from runtime.errors import DETERMINISTIC_KINDS
+from validator_node.app_pools import Intake, new_pools
 from validator_node.block import Block, build_block, check_block
 from validator_node.chain.base import Chain
-from validator_node.pipeline.evidence import MAX_POOLED_BUNDLES, Aggregator, bundle_hash
+from validator_node.metrics import Metrics
+from validator_node.pipeline.evidence import Aggregator
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
-    Attestation,
     BlockBody,
     EpochInfo,
-    EvidenceBundle,
-    EvidenceVote,
     NeuronEntry,
-    RegistryItem,
-    Submission,
 )
 from validator_node.pipeline.proposal import build_body
 from validator_node.pipeline.snapshot import state_root
 from validator_node.pipeline.state import (
-    MAX_SUBMISSIONS_PER_MINER,
     Admitted,
     AppState,
     BlockRejected,
+    LocalFailure,
     apply_body,
-    attestation_key,
     epoch_scores,
     submission_id,
-    vote_key,
 )
 from validator_node.pipeline.validator_sets import consensus_set
 from wire.codec import decode, encode
-from wire.envelope import SignedEnvelope, open_envelope
 from wire.errors import WireError
 from wire.keys import public_key_of
 
@@ -70,10 +66,11 @@ def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
         max_weight_limit=hp.max_weight_limit,
         mechanism_count=hp.mechanism_count,
         version_key=hp.weights_version_key,
+        owner_hotkey=public_key_of(owner) if owner else None,
     )
 
 
-class Application:
+class Application(Intake):
     def __init__(self, netuid: int, epoch_blocks: int, chain: Chain, genesis_vset: ValidatorSet) -> None:
         self.netuid = netuid
         # the network's first consensus set; later ones come from decided blocks (validator_sets)
@@ -93,11 +90,11 @@ class Application:
         self.tip_height = 0
         self.tip_hash = bytes(32)
         self.tip_chain_block = 0
-        self.submission_pool: dict[bytes, SignedEnvelope] = {}
-        self.attestation_pool: dict[tuple[bytes, bytes], SignedEnvelope] = {}
-        self.registry_pool: dict[bytes, RegistryItem] = {}
-        self.evidence_vote_pool: dict[tuple[str, bytes], SignedEnvelope] = {}
-        self.evidence_pool: dict[tuple[str, bytes], EvidenceBundle] = {}
+        pools = new_pools()  # app_pools: capped in count and bytes
+        self.submission_pool, self.attestation_pool, self.registry_pool = pools[:3]
+        self.evidence_vote_pool, self.evidence_pool = pools[3:]
+        self.metrics = Metrics()  # the node shares its own (refusals by reason, disagreements)
+        self._forged: dict[bytes, None] = {}  # actions whose signature failed (bounded, oldest out)
         # runs challenge modules for epoch-scored challenges; the node sets it (None: none are)
         self.aggregator: Aggregator | None = None
         # local observations for latency attestations (monotonic seconds; never decided as such)
@@ -109,18 +106,27 @@ class Application:
     # --- module validation memo -------------------------------------------------------------
 
     def validate_module(self, wasm: bytes, policy: object) -> object:
+        """The runtime's registration checks, memoised by (module, policy) when the verdict is one
+        every validator reproduces. The ABI probe runs under a local wall clock: a timeout there
+        (or any host fault) is retried once with 4x the time, then raised as LocalFailure and
+        never memoised, so a busy moment cannot become this node's verdict on a module."""
         key = (hashlib.sha256(wasm).digest(), encode(policy))
         found = self._module_ok.get(key)
         if isinstance(found, ModuleCheckFailed):
             raise found
-        if found is None:
-            try:
-                found = runtime_validator(wasm, policy)  # type: ignore[arg-type]
-            except ModuleCheckFailed as exc:
-                found = exc
-            self._module_ok[key] = found
-            if isinstance(found, ModuleCheckFailed):
-                raise found
+        if found is not None:
+            return found
+        try:
+            found = _validate_once(wasm, policy)
+        except LocalFailure:
+            if not isinstance(policy, ModulePolicy):
+                raise
+            found = _validate_once(wasm, replace(policy, wall_clock_ms=4 * policy.wall_clock_ms))
+        self._module_ok[key] = found
+        if len(self._module_ok) > 256:
+            del self._module_ok[next(iter(self._module_ok))]
+        if isinstance(found, ModuleCheckFailed):
+            raise found
         return found
 
     # --- blocks -------------------------------------------------------------------------------
@@ -164,11 +170,20 @@ class Application:
             )
         except BlockRejected as exc:
             return str(exc)
+        except Exception as exc:  # local (LocalFailure, a sandbox or disk error): not a verdict
+            self.metrics.inc("local_failures_total", where="validate")
+            log.warning(
+                "height %d: cannot check the proposal here now (%s: %s)", height, type(exc).__name__, exc
+            )
+            return f"local failure, not a verdict: {type(exc).__name__}: {exc}"
         return None
 
     def apply_decided(self, height: int, data: bytes) -> tuple[list[Admitted], BlockBody]:
-        """Apply a decided block. A decided block was validated by a quorum; if it still fails
-        here, this node's state has diverged, which must stop the node rather than be skipped."""
+        """Apply a decided block. A decided block was validated by a quorum, so the certificate
+        is the authority over what only this node re-derives (weights, module verdicts): a local
+        failure or a different result there is recorded, counted and logged, never fatal. A
+        block that commits to another state root, or breaks a rule every node checks the same
+        way, means this node's state has diverged, which must stop it rather than be skipped."""
         block, body = self._body_of(data)
         if block.state_root != self.root:
             raise BlockRejected("state_diverged", f"decided block {height} commits to another state root")
@@ -176,16 +191,32 @@ class Application:
         if before.is_epoch_start(height):
             self.epoch_started_at = {before.epoch_of(height): time.monotonic()}
         if before.is_epoch_end(height):  # keep the closing epoch's scores for the leaderboard
-            scores = epoch_scores(before, self.vset_for(height), self.aggregator)
-            self.last_epoch_scores = (before.epoch_of(height), scores)
+            try:
+                scores = epoch_scores(before, self.vset_for(height), self.aggregator)
+                self.last_epoch_scores = (before.epoch_of(height), scores)
+            except Exception as exc:  # only the leaderboard misses them
+                log.warning("epoch %d's scores for the leaderboard: %s", before.epoch_of(height), exc)
+
+        def disagree(reason: str, detail: str) -> None:
+            self.metrics.inc("decided_disagreements_total", reason=reason)
+            log.warning("height %d: applied as decided although %s (%s)", height, reason, detail)
+
+        def trusting(wasm: bytes, policy: object) -> object:
+            try:
+                return self.validate_module(wasm, policy)
+            except Exception as exc:  # the quorum registered it: this node's verdict differs
+                disagree("module_verdict", f"{type(exc).__name__}: {exc}")
+                return None
+
         self.state = apply_body(
             before,
             body,
             height=height,
             parent=self.tip_hash,
             vset=self.vset_for(height),
-            validate_module=self.validate_module,
+            validate_module=trusting,
             aggregate=self.aggregator,
+            on_disagreement=disagree,
         )
         self.tip_height, self.tip_hash = height, hashlib.sha256(data).digest()
         self.tip_chain_block = block.chain_block
@@ -195,35 +226,6 @@ class Application:
         self._prune(body)
         return admitted, body
 
-    def _prune(self, body: BlockBody) -> None:
-        for env in body.submissions:
-            self.submission_pool.pop(submission_id(env), None)
-        for env in body.attestations:
-            self.attestation_pool.pop((attestation_key(env), env.signer), None)
-        for item in body.registry:
-            self.registry_pool.pop(hashlib.sha256(encode(item)).digest(), None)
-        for env in body.evidence_votes:
-            self.evidence_vote_pool.pop(vote_key(env), None)
-        for ev in body.evidence:
-            self.evidence_pool.pop((ev.challenge_id, bundle_hash(ev.bundle)), None)
-        last = self.state.registry.last_nonce  # replays and superseded actions can never apply
-        for k in [k for k, item in self.registry_pool.items() if _nonce_of(item) <= last]:
-            del self.registry_pool[k]
-        epoch = self.state.epoch_of(self.tip_height + 1)
-        stale = [k for k, e in self.submission_pool.items() if _epoch_of_submission(e) != epoch]
-        for k in stale:
-            del self.submission_pool[k]
-        seen = self.first_seen
-        for k in [k for k in seen if k not in self.submission_pool and k not in self.state.submissions]:
-            del seen[k]
-        live = self.state.submissions
-        for k in [k for k in self.attestation_pool if k[0] not in live]:
-            del self.attestation_pool[k]
-        for k in [k for k, ev in self.evidence_pool.items() if ev.epoch != epoch]:
-            del self.evidence_pool[k]
-        for k in [k for k, e in self.evidence_vote_pool.items() if _epoch_of_vote(e) != epoch]:
-            del self.evidence_vote_pool[k]
-
     def propose(self, height: int, proposer: bytes, chain_block: int) -> bytes:
         body = build_body(
             self.state,
@@ -231,13 +233,13 @@ class Application:
             parent=self.tip_hash,
             vset=self.vset_for(height),
             epoch_info=self.chain_view,
-            registry_pool=list(self.registry_pool.values()),
-            submission_pool=list(self.submission_pool.values()),
-            attestation_pool=list(self.attestation_pool.values()),
+            registry_pool=self.registry_pool.values(),
+            submission_pool=self.submission_pool.values(),
+            attestation_pool=self.attestation_pool.values(),
             validate_module=self.validate_module,
             aggregate=self.aggregator,
-            evidence_vote_pool=list(self.evidence_vote_pool.values()),
-            evidence_pool=list(self.evidence_pool.values()),
+            evidence_vote_pool=self.evidence_vote_pool.values(),
+            evidence_pool=self.evidence_pool.values(),
         )
         chain_block = max(chain_block, self.tip_chain_block)
         return build_block(height, self.tip_hash, proposer, chain_block, self.root, encode(body))
@@ -288,145 +290,14 @@ class Application:
         for old in [e for e in self._vset_history if e < epoch - 64]:
             del self._vset_history[old]
 
-    # --- pools ------------------------------------------------------------------------------
 
-    def offer(self, item: SignedEnvelope | RegistryItem | EvidenceBundle) -> str | None:
-        """Pool an item from a miner, the owner or a peer. Returns None if new and plausible,
-        else why not (cheap checks only: the block rules decide)."""
-        if isinstance(item, EvidenceBundle):
-            return self._offer_evidence(item)
-        if isinstance(item, RegistryItem):
-            key = hashlib.sha256(encode(item)).digest()
-            if key in self.registry_pool:
-                return "duplicate"
-            if item.action.signed.signer != self.state.registry.sudo:
-                return "registry action not signed by the subnet owner"
-            if _nonce_of(item) <= self.state.registry.last_nonce:
-                return (
-                    f"stale nonce: the registry has applied nonce {self.state.registry.last_nonce} (replay?)"
-                )
-            self.registry_pool[key] = item
-            return None
-        try:
-            tag = decode_tag(item.body)
-        except WireError as exc:
-            return f"malformed: {exc}"
-        if tag == "app.submission":
-            return self._offer_submission(item)
-        if tag == "app.attestation":
-            return self._offer_attestation(item)
-        if tag == "app.evidencevote":
-            return self._offer_evidence_vote(item)
-        return f"unexpected item {tag}"
-
-    def _offer_submission(self, env: SignedEnvelope) -> str | None:
-        try:
-            sub = open_envelope(env, Submission, self.netuid)
-        except WireError as exc:
-            return str(exc)
-        if not any(n.hotkey == env.signer for n in self.chain_view.neurons):
-            return "miner hotkey is not registered on the subnet"
-        epoch = self.state.epoch_of(self.tip_height + 1)
-        if sub.epoch != epoch:
-            return f"submission is for epoch {sub.epoch}; the current epoch is {epoch}"
-        if not any(m.challenge_id == sub.challenge_id for m in self.state.registry.active(epoch)):
-            return f"challenge {sub.challenge_id!r} is not active"
-        sid = submission_id(env)
-        if sid in self.submission_pool or sid in self.state.submissions:
-            return "duplicate"
-        mine = sum(1 for e in self.submission_pool.values() if e.signer == env.signer)
-        if mine >= 4 * MAX_SUBMISSIONS_PER_MINER:
-            return "rate limited: too many pending submissions from this miner"
-        self.submission_pool[sid] = env
-        self.first_seen.setdefault(sid, time.monotonic())
-        return None
-
-    def _offer_attestation(self, env: SignedEnvelope) -> str | None:
-        if env.signer not in self.vset:
-            return "attestation from a non-validator"
-        try:
-            att = open_envelope(env, Attestation, self.netuid)
-        except WireError as exc:
-            return str(exc)
-        key = (att.submission_id, env.signer)
-        if key in self.attestation_pool:
-            return "duplicate"
-        if att.submission_id not in self.state.submissions:
-            return "attestation for an unknown submission"
-        self.attestation_pool[key] = env
-        return None
-
-    def _offer_evidence_vote(self, env: SignedEnvelope) -> str | None:
-        if env.signer not in self.vset:
-            return "evidence vote from a non-validator"
-        try:
-            vote = open_envelope(env, EvidenceVote, self.netuid)
-        except WireError as exc:
-            return str(exc)
-        if vote.epoch != self.state.epoch_of(self.tip_height + 1):
-            return f"evidence vote for epoch {vote.epoch}"
-        if not self._active(vote.challenge_id, vote.epoch):  # else made-up ids could fill the pool
-            return f"evidence vote for challenge {vote.challenge_id!r}, which is not active"
-        key = (vote.challenge_id, env.signer)
-        if key in self.evidence_vote_pool or env.signer in self.state.evidence_votes.get(
-            vote.challenge_id, {}
-        ):
-            return "duplicate"
-        self.evidence_vote_pool[key] = env
-        return None
-
-    def _offer_evidence(self, item: EvidenceBundle) -> str | None:
-        key = (item.challenge_id, bundle_hash(item.bundle))
-        if item.epoch != self.state.epoch_of(self.tip_height + 1):
-            return f"evidence for epoch {item.epoch}"
-        if not self._active(item.challenge_id, item.epoch):
-            return f"evidence for challenge {item.challenge_id!r}, which is not active"
-        if key in self.evidence_pool or key in self.state.evidence:
-            return "duplicate"
-        # unsigned and up to 512 KiB: keep a few per challenge, then only ones a vote names
-        voted = {h for h in self.state.evidence_votes.get(item.challenge_id, {}).values()} | {
-            decode(e.body, EvidenceVote).bundle_sha256
-            for (c, _), e in self.evidence_vote_pool.items()
-            if c == item.challenge_id
-        }
-        pooled = sum(1 for c, _ in self.evidence_pool if c == item.challenge_id)
-        if key[1] not in voted and pooled >= MAX_POOLED_BUNDLES:
-            return "evidence no vote names, and the pool for this challenge is full"
-        self.evidence_pool[key] = item
-        return None
-
-    def _active(self, challenge_id: str, epoch: int) -> bool:
-        return any(m.challenge_id == challenge_id for m in self.state.registry.active(epoch))
-
-
-def _epoch_of_vote(env: SignedEnvelope) -> int:
+def _validate_once(wasm: bytes, policy: object) -> object:
+    """The runtime's verdict (an info object, or a ModuleCheckFailed to memoise) or LocalFailure."""
     try:
-        return decode(env.body, EvidenceVote).epoch
-    except WireError:
-        return -1
-
-
-def decode_tag(body: bytes) -> str:
-    from wire import cbor
-
-    value = cbor.loads(body, 2 * 1024 * 1024, plain_check=False)
-    if not isinstance(value, list) or not value or not isinstance(value[0], str):
-        raise WireError("not a tagged message")
-    return value[0]
-
-
-def _epoch_of_submission(env: SignedEnvelope) -> int:
-    try:
-        return decode(env.body, Submission).epoch
-    except WireError:
-        return -1
-
-
-def _nonce_of(item: RegistryItem) -> int:
-    from registry.manifest import MANIFEST_OPS, ChallengeCommand, ChallengeManifest
-
-    cls = ChallengeManifest if item.action.op in MANIFEST_OPS else ChallengeCommand
-    try:
-        return int(decode(item.action.signed.body, cls).nonce)
-    except WireError:
-        return -1
+        return runtime_validator(wasm, policy)  # type: ignore[arg-type]
+    except ModuleCheckFailed as exc:
+        if exc.kind in DETERMINISTIC_KINDS or exc.kind == "bad_policy":
+            return exc
+        raise LocalFailure(f"module check: {exc}") from None
+    except Exception as exc:  # a host fault (disk, memory): not the module's doing
+        raise LocalFailure(f"module check: {type(exc).__name__}: {exc}") from None

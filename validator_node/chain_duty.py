@@ -5,6 +5,7 @@ submits. A mixin of `ValidatorNode`, like state_sync, evidence and payloads."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -143,6 +144,12 @@ class ChainDuty:
         version_key = 0 if info is None else info.version_key
         too_fast: list[WeightRowMsg] = []
         for row in weights.rows:
+            if not row.uids:  # the decided fallback (`weights.fallback`): a self-weight
+                mine = [n.uid for n in (info.neurons if info else ()) if n.hotkey == self.hotkey.public_key]
+                if not mine:
+                    continue
+                row = replace(row, uids=(mine[0],), weights=(65535,))
+                log.warning("epoch %d: decided fallback weights (%s)", weights.epoch, weights.fallback)
             try:
                 receipt = await trio.to_thread.run_sync(
                     lambda r=row: self.chain.set_weights(

@@ -18,9 +18,10 @@ from typing import Any
 import trio
 
 from registry.manifest import ChallengeManifest
+from registry.state import ModuleCheckFailed
 from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import AggregateOutputInvalid, scores_from_output
-from validator_node.pipeline.state import Admitted
+from validator_node.pipeline.state import Admitted, LocalFailure
 from wire.codec import encode
 
 log = logging.getLogger("validator_node.evaluation")
@@ -86,8 +87,11 @@ class SandboxAggregator:
 
     The rules call it while validating, proposing and applying the epoch's weights block, so the
     result is memoised; the node warms the memo in a worker thread as soon as a bundle is agreed,
-    so the weights block itself never waits for a module. A local wall-clock timeout is not a
-    verdict others share, so it is not memoised (the next call runs the module again)."""
+    so the weights block itself never waits for a module. A local wall-clock timeout (after one
+    retry with 4x the time) or a host fault (e.g. a full disk under the audit log) is not a
+    verdict others share: it raises `LocalFailure` and is not memoised, so this node neither
+    proposes nor prepares weights it could not compute, applies decided ones anyway, and the
+    next call runs the module again."""
 
     def __init__(self, evaluator: Evaluator, validate_module: Any, metrics: Metrics) -> None:
         self.evaluator = evaluator
@@ -99,8 +103,8 @@ class SandboxAggregator:
     def epoch_scored(self, manifest: ChallengeManifest, wasm: bytes) -> bool:
         try:
             info = self.validate_module(wasm, manifest.policy)
-        except Exception:  # a module that fails validation was never registered
-            return False
+        except ModuleCheckFailed:  # a module that fails validation was never registered
+            return False  # (LocalFailure propagates: this node cannot tell right now)
         return bool(getattr(info, "has_aggregate", False))
 
     def aggregate(self, manifest: ChallengeManifest, wasm: bytes, bundle: bytes) -> bytes | None:
@@ -118,7 +122,7 @@ class SandboxAggregator:
             if key in self._memo:
                 return self._memo[key]
             policy = Policy.from_dict(manifest.policy.to_dict())
-            out, res = self.evaluator.call_export(manifest, wasm, "aggregate", bundle, policy)
+            out, res = self._call(manifest, wasm, bundle, policy)
             if res.error_kind == errors.TIMEOUT:
                 # Fuel is the agreed bound; the wall clock is a local guard, and a busy machine
                 # must not make this node score differently. One more try with 4x the time.
@@ -129,7 +133,7 @@ class SandboxAggregator:
                     res.fuel_used,
                 )
                 policy = dataclasses.replace(policy, wall_clock_ms=4 * policy.wall_clock_ms)
-                out, res = self.evaluator.call_export(manifest, wasm, "aggregate", bundle, policy)
+                out, res = self._call(manifest, wasm, bundle, policy)
             kind = res.error_kind or "ok"
             self.metrics.inc("aggregations_total", challenge=manifest.challenge_id, result=kind)
             self.metrics.inc("aggregation_fuel_total", res.fuel_used, challenge=manifest.challenge_id)
@@ -142,8 +146,8 @@ class SandboxAggregator:
                 res.fuel_used,
                 res.duration_s * 1000,
             )
-            if res.error_kind == errors.TIMEOUT:
-                return None
+            if res.error_kind in (errors.TIMEOUT, errors.INTERNAL):
+                raise LocalFailure(f"{manifest.challenge_id}'s aggregate: {res.error_kind} on this host")
             if out is not None:
                 try:
                     scores_from_output(out, 1 << 16)
@@ -160,3 +164,10 @@ class SandboxAggregator:
             if len(self._memo) > 64:
                 self._memo.pop(next(iter(self._memo)))
             return out
+
+    def _call(self, manifest: ChallengeManifest, wasm: bytes, bundle: bytes, policy: Any) -> Any:
+        try:
+            return self.evaluator.call_export(manifest, wasm, "aggregate", bundle, policy)
+        except Exception as exc:  # the host failed (disk, memory), not the module
+            self.metrics.inc("aggregations_total", challenge=manifest.challenge_id, result="host_error")
+            raise LocalFailure(f"{manifest.challenge_id}'s aggregate: {type(exc).__name__}: {exc}") from None

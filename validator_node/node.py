@@ -128,6 +128,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             genesis_vset = self.chain_vset
             self.store.set_genesis_vset(genesis_vset)
         self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, genesis_vset)
+        self.app.metrics = self.metrics  # refusals by reason, decided-block disagreements
         self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
         self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
@@ -390,10 +391,10 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         if wasm is None:
             log.error("module for %s is missing; cannot evaluate", sub.challenge_id)
             return
-        if self.aggregator.epoch_scored(manifest, wasm):
-            self._attest_latency(sub)
-            return
         try:
+            if self.aggregator.epoch_scored(manifest, wasm):
+                self._attest_latency(sub)
+                return
             payload = await self._payload_of(sub)  # a store error here is host-side too
             if payload is None:  # referenced, and nobody served the bytes in time
                 ok, kind, score = False, "payload_unavailable", -1

@@ -82,9 +82,13 @@ class NeuronEntry:
     validator_permit: bool
 
 
-@wire_message("app.epochinfo", version=1, max_size=512 * 1024)
+@wire_message("app.epochinfo", version=2, max_size=512 * 1024)
 class EpochInfo:
-    """The chain as the epoch's first block saw it: neurons and the weight-relevant parameters."""
+    """The chain as the epoch's first block saw it: neurons and the weight-relevant parameters.
+
+    The registry follows it at every epoch start (`Draft.open_epoch`): its mechanism count and,
+    when given, the owner's hotkey (the registry's sudo key), so a chain change reaches the
+    registry through a decided block, identically on every validator."""
 
     epoch: U64
     neurons: Annotated[tuple[NeuronEntry, ...], Len(1, 4096)]
@@ -93,6 +97,7 @@ class EpochInfo:
     max_weight_limit: U16
     mechanism_count: U8
     version_key: U64
+    owner_hotkey: Bytes32 | None = None  # None: keep the registry's sudo key
 
 
 @wire_message("app.weightrow", version=1, max_size=64 * 1024)
@@ -102,10 +107,18 @@ class WeightRowMsg:
     weights: Annotated[tuple[U16, ...], Len(0, 4096)]
 
 
-@wire_message("app.epochweights", version=1, max_size=512 * 1024)
+@wire_message("app.epochweights", version=2, max_size=512 * 1024)
 class EpochWeights:
+    """The epoch's decided weight matrix, one row per mechanism.
+
+    `fallback` says why the rows are not simply the scores (`pipeline.state.derive_weights`):
+    challenges on mechanisms the chain no longer has were dropped, or no vector over the subnet's
+    UIDs is chain-valid (then every row is empty: each validator sets a self-weight, the one
+    vector the chain always accepts). There is a valid weights block for every decided input."""
+
     epoch: U64
     rows: Annotated[tuple[WeightRowMsg, ...], Len(1, 256)]
+    fallback: Annotated[str, Len(1, 512)] | None = None
 
 
 @wire_message("app.evidencevote", version=1, max_size=512, domain="evidence-vote")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from consensus.validators import ValidatorSet
 from registry.manifest import MANIFEST_OPS
-from registry.state import RegistryError, RegistryState
+from registry.state import RegistryError, RegistryState, with_chain_params
 from registry.state import apply as registry_apply
 from validator_node.pipeline.evidence import (
     AggregateOutputInvalid,
@@ -56,6 +56,13 @@ class BlockRejected(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+class LocalFailure(Exception):
+    """This node could not compute something for a reason of its own (a wall clock that fired on a
+    busy host, a full disk, a host fault): not a verdict on the block. Never memoised; validating
+    or proposing gives up for now (a later view retries), and a decided block is applied anyway
+    (`apply_body(on_disagreement=...)`)."""
 
 
 @dataclass(frozen=True)
@@ -178,21 +185,50 @@ def _epoch_scored_challenges(state: AppState, aggregate: Aggregator | None) -> s
 def derive_weights(
     state: AppState, vset: ValidatorSet, epoch: int, aggregate: Aggregator | None = None
 ) -> EpochWeights:
+    """The epoch's weights: defined for every decided input, and always chain-valid.
+
+    The chain's parameters come from the epoch's decided snapshot and may have changed under the
+    registry: a challenge on a mechanism the subnet no longer has is dropped (its share burns
+    with the rest), and when no vector over the subnet's UIDs can satisfy the chain (e.g. a
+    `max_weight_limit` that needs more UIDs than there are) every row is empty, which each
+    validator submits as a self-weight. The reason is recorded in the block (`fallback`)."""
     info = state.epoch_info
-    if info is None:
+    if info is None:  # every epoch's first block carries one, so no decided state lacks it
         raise BlockRejected("no_epoch_info", f"epoch {epoch} has no metagraph snapshot")
     limits = WeightLimits(len(info.neurons), info.min_allowed_weights, info.max_weight_limit)
+    mechanisms = max(1, info.mechanism_count)  # the chain has at least one; a row per mechanism
     active = state.registry.active(epoch)
+    mapped = [m for m in active if m.mechanism_id < mechanisms]
+    notes = []
+    if len(mapped) < len(active):
+        dropped = ", ".join(m.challenge_id for m in active if m.mechanism_id >= mechanisms)
+        notes.append(f"dropped challenges on mechanisms the subnet does not have ({mechanisms}): {dropped}")
     try:
         rows = weight_rows(
-            from_manifests(active, epoch_scores(state, vset, aggregate)),
-            info.owner_uid,
-            limits,
-            info.mechanism_count,
+            from_manifests(mapped, epoch_scores(state, vset, aggregate)), info.owner_uid, limits, mechanisms
         )
+        weights = EpochWeights(
+            epoch,
+            tuple(WeightRowMsg(r.mechid, r.uids, r.weights) for r in rows),
+            _reason(notes),
+        )
+        if len(encode(weights)) <= MAX_WEIGHTS_BYTES:
+            return weights
+        notes.append(f"the weight matrix is over {MAX_WEIGHTS_BYTES} bytes")
     except WeightsError as exc:
-        raise BlockRejected("weights_impossible", str(exc)) from None
-    return EpochWeights(epoch, tuple(WeightRowMsg(r.mechid, r.uids, r.weights) for r in rows))
+        notes.append(str(exc))
+    empty = tuple(WeightRowMsg(m, (), ()) for m in range(mechanisms))
+    return EpochWeights(epoch, empty, _reason(["self_weight", *notes]))
+
+
+# The weights block carries only the weights (and an epoch's snapshot when an epoch is one block
+# long): so the matrix stays well inside the body's 1 MiB cap.
+MAX_WEIGHTS_BYTES = 256 * 1024
+
+
+def _reason(notes: list[str]) -> str | None:
+    """The fallback note a weights block records (ASCII: ids and numbers; cut to the wire cap)."""
+    return "; ".join(notes)[:512] if notes else None
 
 
 # --- applying a block ------------------------------------------------------------------------
@@ -221,6 +257,15 @@ class Draft:
             self.epoch_info = None
             self.submissions, self.attestations, self.miner_counts = {}, {}, {}
             self.evidence_votes, self.evidence = {}, {}
+
+    def open_epoch(self, info: EpochInfo) -> None:
+        """Take the epoch's decided snapshot; the registry follows the chain's parameters in it
+        (mechanism count, owner key), so a chain change reaches every validator's registry at
+        the same height."""
+        self.epoch_info = info
+        self.registry = with_chain_params(
+            self.registry, sudo=info.owner_hotkey, mechanism_count=info.mechanism_count
+        )
 
     def finish(self) -> AppState:
         recent = {e: w for e, w in self.weights.items() if e > self.epoch - 16}
@@ -347,13 +392,18 @@ def apply_body(
     vset: ValidatorSet,
     validate_module: ModuleValidator | None = None,
     aggregate: Aggregator | None = None,
+    on_disagreement: Callable[[str, str], None] | None = None,
 ) -> AppState:
-    """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule."""
+    """The state after a block at `height` with `body`; raises BlockRejected if it breaks a rule.
+
+    For a decided block (`on_disagreement` given) the certificate is the authority over what only
+    this node re-derives: weights it derives differently, or cannot derive for a local reason,
+    are reported to `on_disagreement(reason, detail)` and the block's own are applied."""
     d = Draft(state, height, parent)
     if state.is_epoch_start(height):
         if body.epoch_info is None or body.epoch_info.epoch != d.epoch:
             raise BlockRejected("epoch_info_missing", f"height {height} opens epoch {d.epoch}")
-        d.epoch_info = body.epoch_info
+        d.open_epoch(body.epoch_info)
     elif body.epoch_info is not None:
         raise BlockRejected("stray_epoch_info", f"height {height} does not open an epoch")
     for item in body.registry:
@@ -361,9 +411,16 @@ def apply_body(
     if state.is_epoch_end(height):
         if body.submissions or body.attestations or body.evidence_votes or body.evidence:
             raise BlockRejected("busy_weights_block", "the epoch's last block carries only weights")
-        expected = derive_weights(state_for_weights(state, d), vset, d.epoch, aggregate)
+        expected = _derived_or_decided(
+            state_for_weights(state, d), body, vset, d.epoch, aggregate, on_disagreement
+        )
         if body.weights != expected:
-            raise BlockRejected("weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones")
+            if on_disagreement is None or body.weights is None:
+                raise BlockRejected(
+                    "weights_mismatch", f"epoch {d.epoch} weights differ from the derived ones"
+                )
+            on_disagreement("weights_mismatch", f"epoch {d.epoch}: this node derived other weights")
+            expected = body.weights
         d.weights[d.epoch] = expected
     elif body.weights is not None:
         raise BlockRejected("stray_weights", f"height {height} does not close an epoch")
@@ -379,6 +436,25 @@ def apply_body(
     for item in body.evidence:
         d.evidence_bundle(item, vset)
     return d.finish()
+
+
+def _derived_or_decided(
+    state: AppState,
+    body: BlockBody,
+    vset: ValidatorSet,
+    epoch: int,
+    aggregate: Aggregator | None,
+    on_disagreement: Callable[[str, str], None] | None,
+) -> EpochWeights | None:
+    """The weights this node derives; for a decided block, the block's own when deriving failed
+    for a local reason (or for any reason at all: the certificate outranks this node)."""
+    if on_disagreement is None:
+        return derive_weights(state, vset, epoch, aggregate)
+    try:
+        return derive_weights(state, vset, epoch, aggregate)
+    except Exception as exc:  # a decided block is applied whatever failed here
+        on_disagreement("weights_underivable", f"epoch {epoch}: {type(exc).__name__}: {exc}")
+        return body.weights
 
 
 def state_for_weights(state: AppState, d: Draft) -> AppState:
