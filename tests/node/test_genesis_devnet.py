@@ -44,7 +44,7 @@ def unpinned(cmd: list[str]) -> list[str]:
 
 def restart(cluster: devnet.Processes, v: devnet.DevnetValidator) -> None:
     proc = cluster.procs[v.index]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # the clean stop (KeyboardInterrupt can land anywhere)
     proc.wait(timeout=30)
     cluster.start(v)
 
@@ -122,7 +122,7 @@ def test_a_late_joiner_takes_the_networks_genesis_and_a_wrong_pin_is_refused(tmp
             keeps_deciding(root, late, first)
             status = devnet.read_status(root, late)
             assert status is not None and status["genesis"] == cluster.genesis_hash
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)  # the clean stop (KeyboardInterrupt can land anywhere)
             assert proc.wait(timeout=30) == 0
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV)
             cluster.procs[late.index] = proc
