@@ -12,12 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from consensus.validators import ValidatorSet
 from registry.manifest import OP_ADD, ChallengeManifest, ModulePolicy, RegistryAction
 from registry.state import sign_manifest
 from validator_node.app import Application
 from validator_node.chain.base import Hyperparameters
 from validator_node.chain.local import Genesis, GenesisNeuron, LocalChain
+from validator_node.genesis import record_from_chain
 from validator_node.pipeline.messages import RegistryItem
 from validator_node.pipeline.pools import NONCE_WINDOW
 from wire.envelope import SignedEnvelope, seal
@@ -36,8 +36,7 @@ def _app(root: Path) -> tuple[Application, LocalChain]:
     chain = LocalChain(
         root / "chain.sqlite", Genesis(NETUID, OWNER.ss58, neurons, Hyperparameters(tempo=B), 0, 1)
     )
-    vset = ValidatorSet.of((v.public_key, 1000) for v in VALS)
-    return Application(NETUID, B, chain, vset), chain
+    return Application(record_from_chain(chain, NETUID, B)), chain
 
 
 def _manifest(nonce: int, cid: str) -> ChallengeManifest:

@@ -25,6 +25,7 @@ from validator_node.app import Application
 from validator_node.block import build_block
 from validator_node.chain.base import Hyperparameters
 from validator_node.chain.local import Genesis, GenesisNeuron, LocalChain
+from validator_node.genesis import record_from_chain
 from validator_node.pipeline.messages import Attestation, BlockBody, RegistryItem, Submission
 from validator_node.pipeline.snapshot import Checkpoint, snapshot
 from validator_node.pipeline.state import submission_id
@@ -71,7 +72,9 @@ class World:
         if body is None:
             block = app.propose(h, proposer, chain_block)
         else:
-            block = build_block(h, app.tip_hash, proposer, chain_block, app.root, encode(body))
+            block = build_block(
+                h, app.tip_hash, proposer, chain_block, app.root, encode(body), genesis=app.genesis_hash
+            )
         pkt = self.certify(h, block)
         app.apply_decided(h, block)
         self.decisions[h] = pkt
@@ -126,7 +129,8 @@ def make_world(root: Path, *, netuid: int, epoch_blocks: int, miners: int = 0, t
     root.mkdir(parents=True, exist_ok=True)
     chain = LocalChain(root / "chain.sqlite", genesis)
     vset = ValidatorSet.of((v.public_key, s) for v, s in zip(validators, STAKES, strict=True))
-    app = Application(netuid, epoch_blocks, chain, vset)
+    app = Application(record_from_chain(chain, netuid, epoch_blocks))  # the world's genesis record
+    assert app.genesis_vset == vset
     return World(netuid, epoch_blocks, chain, owner, validators, miner_keys, vset, app)
 
 

@@ -15,11 +15,13 @@ from dataclasses import replace
 
 from consensus.validators import ValidatorSet
 from registry.manifest import ModulePolicy
-from registry.state import ModuleCheckFailed, genesis, runtime_validator
+from registry.state import ModuleCheckFailed, runtime_validator
+from registry.state import genesis as registry_genesis
 from runtime.errors import DETERMINISTIC_KINDS
 from validator_node.app_pools import Intake, new_pools
 from validator_node.block import Block, build_block, check_block
 from validator_node.chain.base import Chain
+from validator_node.genesis import GenesisRecord, genesis_hash
 from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import Aggregator
 from validator_node.pipeline.messages import (
@@ -71,21 +73,27 @@ def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
 
 
 class Application(Intake):
-    def __init__(self, netuid: int, epoch_blocks: int, chain: Chain, genesis_vset: ValidatorSet) -> None:
-        self.netuid = netuid
+    def __init__(self, genesis: GenesisRecord) -> None:
+        """Start at height 0 from the network's genesis record (validator_node.genesis), never
+        from the live chain: a restart or a late joiner must rebuild the very state block 1
+        commits to, whatever the owner changed on chain since."""
+        self.netuid = genesis.netuid
+        self.genesis = genesis
+        self.genesis_hash = genesis_hash(genesis)  # every header names it (block.Block.genesis)
         # the network's first consensus set; later ones come from decided blocks (validator_sets)
-        self.genesis_vset = genesis_vset
+        self.genesis_vset = genesis.validator_set()
         self._vset_history: dict[int, ValidatorSet] = {}  # epoch -> set, for older certificates
-        owner = public_key_of(chain.subnet_owner())
-        # the genesis set is in the state from height 0, so block 1's state root commits to it: a
-        # node created with another view of the chain refuses block 1 instead of diverging later
+        # the genesis set, owner and mechanism count are in the state from height 0, so block 1's
+        # state root commits to them as well
         self.state = AppState(
-            netuid,
-            epoch_blocks,
-            genesis(netuid, owner, chain.hyperparameters().mechanism_count),
-            validators=genesis_vset,
+            genesis.netuid,
+            genesis.epoch_blocks,
+            registry_genesis(genesis.netuid, genesis.owner, genesis.mechanism_count),
+            validators=self.genesis_vset,
         )
-        self.chain_view = epoch_info_from_chain(chain)
+        # the chain view this node proposes (and accepts) for an epoch's snapshot; the node
+        # refreshes it from the live chain (chain_duty), the record only seeds it
+        self.chain_view = genesis.chain_view
         self.root = state_root(self.state)
         self.tip_height = 0
         self.tip_hash = bytes(32)
@@ -147,6 +155,7 @@ class Application(Intake):
             current_chain_block=current_chain_block,
             vset=self.vset_for(height),
             state_root=self.root,
+            genesis=self.genesis_hash,
         )
         if reason is not None:
             return reason
@@ -242,7 +251,9 @@ class Application(Intake):
             evidence_pool=self.evidence_pool.values(),
         )
         chain_block = max(chain_block, self.tip_chain_block)
-        return build_block(height, self.tip_hash, proposer, chain_block, self.root, encode(body))
+        return build_block(
+            height, self.tip_hash, proposer, chain_block, self.root, encode(body), genesis=self.genesis_hash
+        )
 
     def observed_latency_ms(self, sid: bytes, epoch: int) -> int | None:
         """How long after this node decided the epoch's first block the submission reached it

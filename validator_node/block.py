@@ -21,13 +21,17 @@ GENESIS_PARENT = bytes(32)
 MAX_CHAIN_DRIFT = 20  # chain blocks a proposer may be ahead of a validator's own view
 
 
-@wire_message("node.block", version=1, max_size=MAX_BLOCK_SIZE)
+@wire_message("node.block", version=2, max_size=MAX_BLOCK_SIZE)
 class Block:
     height: U64
     parent: Bytes32
     proposer: Bytes32
     chain_block: U64
     state_root: Bytes32  # root of the application state after the parent block (see snapshot.py)
+    # sha256 of the network's genesis record (validator_node.genesis), in every header: any one
+    # certified block proves which genesis its network started from, and a node refuses blocks
+    # of a network with another genesis
+    genesis: Bytes32
     body: Annotated[bytes, Len(0, MAX_BLOCK_SIZE - 256)]
 
 
@@ -36,9 +40,18 @@ def block_hash(block_bytes: bytes) -> bytes:
 
 
 def build_block(
-    height: int, parent: bytes, proposer: bytes, chain_block: int, state_root: bytes, body: bytes = b""
+    height: int,
+    parent: bytes,
+    proposer: bytes,
+    chain_block: int,
+    state_root: bytes,
+    body: bytes = b"",
+    *,
+    genesis: bytes = bytes(32),
 ) -> bytes:
-    return encode(Block(height, parent, proposer, chain_block, state_root, body))
+    """A block's bytes. `genesis` is the network's genesis hash (zeros only in tests that build
+    blocks no node checks against a record)."""
+    return encode(Block(height, parent, proposer, chain_block, state_root, genesis, body))
 
 
 def check_block(
@@ -50,14 +63,17 @@ def check_block(
     current_chain_block: int,
     vset: ValidatorSet,
     state_root: bytes,
+    genesis: bytes | None = None,
 ) -> str | None:
-    """None if valid, else the reason (one line)."""
+    """None if valid, else the reason (one line). `genesis`: the hash every header must name."""
     try:
         b = decode(data, Block)
     except WireError as exc:
         return f"undecodable block: {exc}"
     if b.height != height:
         return f"block claims height {b.height}"
+    if genesis is not None and b.genesis != genesis:
+        return f"block names genesis {b.genesis.hex()[:16]}..., not this network's {genesis.hex()[:16]}..."
     if b.parent != parent:
         return "block does not extend our decided tip"
     if b.state_root != state_root:

@@ -22,6 +22,7 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("challenge", "validator_node.cli_challenge", "challenge authors: new, build, inspect, test"),
     ("audit", "validator_node.cli_audit", "verify the evaluation audit log's hash chain"),
     ("registry", "validator_node.cli_registry", "sudo owner: keygen, sign, verify, list, command, publish"),
+    ("genesis", "validator_node.cli_genesis", "a network's genesis record: create once, show its hash"),
     ("chain", "validator_node.cli_chain", "the embedded local chain: genesis, info, recorded weights"),
 ]
 

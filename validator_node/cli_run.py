@@ -35,7 +35,19 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("block-interval", float, 1.0, "seconds between a decision and the next proposal"),
     ("consensus.timeout", float, 3.0, "base view timeout in seconds (doubles per view)"),
     ("stop-at-height", int, None, "exit cleanly once this height is decided (tests, devnets)"),
-    ("epoch-blocks", int, 20, "decided blocks per epoch (a network-wide constant)"),
+    (
+        "epoch-blocks",
+        int,
+        20,
+        "decided blocks per epoch, for a genesis record this node creates (a record's own value wins)",
+    ),
+    ("genesis", str, None, "the network's genesis record file (validator-node genesis create)"),
+    (
+        "genesis-hash",
+        str,
+        None,
+        "pin the network's genesis: refuse any record whose sha256 differs (64 hex digits)",
+    ),
     ("api.host", str, "127.0.0.1", "HTTP API / dashboard / metrics address"),
     ("api.port", int, None, "HTTP API port (off unless given; 0 picks a free port)"),
     ("dht", int, 1, "1: keep decided blocks and checkpoints in the Kademlia DHT; 0: off"),
@@ -142,6 +154,13 @@ def run_command(args: argparse.Namespace) -> int:
             f"validator-node run: the chain is netuid {chain.netuid}, not {opts['netuid']}", file=sys.stderr
         )
         return 2
+    from validator_node.genesis import GenesisError
+
+    try:
+        record, pin = obtain_genesis(opts, chain, node_dir, log)
+    except GenesisError as exc:
+        print(f"validator-node run: {exc}", file=sys.stderr)
+        return 2
     cfg = NodeConfig(
         netuid=opts["netuid"],
         data_dir=node_dir,
@@ -156,9 +175,13 @@ def run_command(args: argparse.Namespace) -> int:
         api_port=opts["api.port"],
         dht=bool(opts["dht"]),
         evidence=opts["evidence"],
+        genesis_hash=pin,
     )
     try:
-        node = ValidatorNode(cfg, hotkey, chain)
+        node = ValidatorNode(cfg, hotkey, chain, record)
+    except GenesisError as exc:
+        print(f"validator-node run: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -184,6 +207,41 @@ def run_command(args: argparse.Namespace) -> int:
         node.payloads.close()
         node.store.close()
     return 0
+
+
+def obtain_genesis(
+    opts: dict[str, Any], chain: Any, node_dir: Path, log: logging.Logger
+) -> tuple[Any, bytes | None]:
+    """(record or None, pin or None) for the node: `--genesis FILE`; else, for a store holding no
+    record yet and bootstrap peers to ask, the record those peers serve and prove (checked against
+    `--genesis-hash` if pinned, else vouched for by today's chain: validator_node.genesis). None
+    when the store already holds one, or when a first node creates it from the chain."""
+    from validator_node.chain_duty import validator_set_from
+    from validator_node.genesis import fetch_from_peers, genesis_hash, load, parse_hash
+    from validator_node.store import NodeStore
+
+    pin = parse_hash(opts["genesis-hash"]) if opts["genesis-hash"] else None
+    if opts["genesis"]:
+        return load(Path(opts["genesis"]).expanduser()), pin
+    path = node_dir / "node.sqlite"
+    if path.exists():
+        store = NodeStore(path)
+        try:
+            if store.genesis_record() is not None:
+                return None, pin
+        finally:
+            store.close()
+    bootstrap = [a for a in opts["p2p.bootstrap"].split(",") if a]
+    if not bootstrap:
+        return None, pin
+    import trio
+
+    log.info("asking %d bootstrap peer(s) for the network's genesis record", len(bootstrap))
+    got = trio.run(
+        lambda: fetch_from_peers(bootstrap, netuid=opts["netuid"], pin=pin, trust=validator_set_from(chain))
+    )
+    log.info("genesis %s from %s", genesis_hash(got.record).hex(), got.source)
+    return got.record, pin
 
 
 def _leaves(eg: BaseExceptionGroup) -> list[BaseException]:

@@ -241,6 +241,7 @@ def run(
             print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
 
     with cluster:
+        say(f"genesis {cluster.genesis_hash} ({cluster.genesis_path}), pinned by every validator")
         cluster.start_all()
         procs = list(cluster.procs.values())
         say(

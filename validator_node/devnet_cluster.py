@@ -106,6 +106,27 @@ def create(
     return vals, path
 
 
+def genesis_record(root: Path, epoch_blocks: int) -> tuple[Path, str]:
+    """The devnet's genesis record (`root/genesis.cbor`) and its hash: created once, from the
+    local chain as it is when the devnet first starts, then handed to every validator (file and
+    pinned hash), so none of them ever reads its genesis from the chain (validator_node.genesis)."""
+    from validator_node.chain.local import LocalChain
+    from validator_node.genesis import genesis_hash, load, record_from_chain, save
+
+    path = root / "genesis.cbor"
+    if path.exists():
+        record = load(path)
+        if record.epoch_blocks != epoch_blocks:
+            raise ValueError(f"{path} is for {record.epoch_blocks}-block epochs, not {epoch_blocks}")
+        return path, genesis_hash(record).hex()
+    with LocalChain(root / "chain.sqlite") as chain:
+        record = record_from_chain(chain, NETUID, epoch_blocks)
+    tmp = path.with_suffix(".tmp")
+    save(record, tmp)
+    os.replace(tmp, path)
+    return path, genesis_hash(record).hex()
+
+
 # where devnet validators observe evidence for the epoch-scored seed challenges
 DEVNET_EVIDENCE = "allways-swap=swap-market-sim,bitdefense-invariants=bitdefense-rounds"
 
@@ -150,6 +171,8 @@ def node_command(
         "--api.port",
         str(v.api_port),
     ]
+    record, digest = genesis_record(root, epoch_blocks)
+    cmd += ["--genesis", str(record), "--genesis-hash", digest]
     cmd += ["--evidence", DEVNET_EVIDENCE]
     if stop_at is not None:
         cmd += ["--stop-at-height", str(stop_at)]
@@ -176,6 +199,7 @@ class Processes:
         self.epoch_blocks, self.block_interval, self.stop_at = epoch_blocks, block_interval, stop_at
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._files: list[Any] = []
+        self.genesis_path, self.genesis_hash = genesis_record(root, epoch_blocks)  # once, before any start
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
     def start(self, v: DevnetValidator) -> subprocess.Popen[bytes]:

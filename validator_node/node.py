@@ -36,11 +36,13 @@ from consensus.actions import (
 )
 from consensus.messages import DecisionPacket
 from consensus.validators import ValidatorSet
-from validator_node.app import Application
+from validator_node.app import Application, epoch_info_from_chain
 from validator_node.chain.base import Chain
 from validator_node.chain_duty import ChainDuty, validator_set_from
 from validator_node.evaluation import Evaluator, SandboxAggregator
 from validator_node.evidence import EvidenceDuty, parse_sources
+from validator_node.genesis import GenesisProof, GenesisRecord, genesis_hash
+from validator_node.genesis import resolve as resolve_genesis
 from validator_node.metrics import Metrics
 from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
 from validator_node.payloads import PayloadDuty, PayloadStore
@@ -84,6 +86,7 @@ class NodeConfig:
     sync_from_checkpoint: bool = True
     dht: bool = True  # keep decided blocks and checkpoints in the Kademlia DHT
     evidence: str = ""  # CHALLENGE=SOURCE,... (validator_node.evidence)
+    genesis_hash: bytes | None = None  # the operator's pin (--genesis-hash): refuse any other genesis
 
 
 def _bare_reference(item: object) -> str | None:
@@ -106,29 +109,56 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
     _voting_halted: str | None = None
     _status_failing = False
 
-    def __init__(self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain) -> None:
-        if cfg.epoch_blocks < MIN_EPOCH_BLOCKS:
-            # the replica may enter height h+2 while the application has applied only h-1, and
-            # must still know that height's validator set (pipeline.validator_sets)
-            raise ValueError(f"--epoch-blocks must be at least {MIN_EPOCH_BLOCKS} (got {cfg.epoch_blocks})")
-        self.cfg = cfg
+    def __init__(
+        self, cfg: NodeConfig, hotkey: Hotkey, chain: Chain, genesis: GenesisRecord | None = None
+    ) -> None:
+        """`genesis`: the network's record (a file, or fetched from peers by `fetch_from_peers`);
+        a store that already holds one must hold the same. Without one, an empty store takes
+        today's chain as the genesis of a new network (validator_node.genesis.resolve)."""
         self.hotkey = hotkey
         self.chain = chain
         self.metrics = Metrics()
         self.data_dir = cfg.data_dir
         self.store = NodeStore(self.data_dir / "node.sqlite")
         self.payloads = PayloadStore(self.data_dir / "payloads.sqlite")
-        # the chain's validators now: the trust root for a checkpoint from strangers, and the
-        # genesis set of a network this store has not seen; consensus then follows the decided
-        # metagraph snapshots (pipeline.validator_sets)
+        if cfg.epoch_blocks < MIN_EPOCH_BLOCKS:
+            raise ValueError(f"--epoch-blocks must be at least {MIN_EPOCH_BLOCKS} (got {cfg.epoch_blocks})")
+        obtained = resolve_genesis(
+            self.store,
+            netuid=cfg.netuid,
+            given=genesis,
+            pin=cfg.genesis_hash,
+            chain=chain,
+            epoch_blocks=cfg.epoch_blocks,
+        )
+        record = obtained.record
+        if record.epoch_blocks != cfg.epoch_blocks:  # a network constant: the record's wins
+            log.warning(
+                "the genesis record says %d blocks per epoch; --epoch-blocks %d is ignored",
+                record.epoch_blocks,
+                cfg.epoch_blocks,
+            )
+            cfg = replace(cfg, epoch_blocks=record.epoch_blocks)
+        if cfg.epoch_blocks < MIN_EPOCH_BLOCKS:
+            # the replica may enter height h+2 while the application has applied only h-1, and
+            # must still know that height's validator set (pipeline.validator_sets)
+            raise ValueError(f"the genesis epoch length {cfg.epoch_blocks} is below {MIN_EPOCH_BLOCKS}")
+        self.cfg = cfg
+        log.info(
+            "genesis %s (%s; read at chain block %d, %d validators)",
+            genesis_hash(record).hex(),
+            "created from the chain now" if obtained.source == "chain" else f"from the {obtained.source}",
+            record.chain_block,
+            len(record.validators),
+        )
+        # the chain's validators now: the trust root for a checkpoint or genesis from strangers;
+        # consensus follows the genesis record, then the decided metagraph snapshots
         self.chain_vset = validator_set_from(chain)
         self._chain_block = chain.current_block()
-        genesis_vset = self.store.genesis_vset()
-        if genesis_vset is None:
-            genesis_vset = self.chain_vset
-            self.store.set_genesis_vset(genesis_vset)
-        self.app = Application(cfg.netuid, cfg.epoch_blocks, chain, genesis_vset)
+        self.app = Application(record)
         self.app.metrics = self.metrics  # refusals by reason, decided-block disagreements
+        self.app.chain_view = epoch_info_from_chain(chain)  # the live view this node proposes
+        self._genesis_served: tuple[int, bytes] | None = None
         self.evaluator = Evaluator(self.data_dir, self.metrics)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
         self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
@@ -155,6 +185,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             inbound=self._inbound_send,
             on_submit=self._on_submit,
             checkpoint=self.store.latest_checkpoint,
+            genesis=self._genesis_proof,
             on_link=self._on_link,
             on_app_item=self._on_app_item,
         )
@@ -165,6 +196,15 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         self.last_weights: dict[str, Any] | None = None
         self._weights_pending = 0
         self.api_port: int | None = None
+
+    def _genesis_proof(self) -> bytes:
+        """What the `genesis` request is answered with: the record and the newest certified block
+        (which names its hash). Encoded at most once per decided height, however often asked."""
+        tip = self.store.tip()[0]
+        if self._genesis_served is None or self._genesis_served[0] != tip:
+            decision = self.store.decision(tip) if tip else None
+            self._genesis_served = (tip, encode(GenesisProof(self.app.genesis, decision)))
+        return self._genesis_served[1]
 
     # --- the application side of consensus -----------------------------------------------------
 
@@ -485,6 +525,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                     for c, p in self.app.last_epoch_scores[1].items()
                 },
             },
+            "genesis": self.app.genesis_hash.hex(),
             "api": None if self.api_port is None else f"http://{self.cfg.api_host}:{self.api_port}/",
             "time": time.time(),
         }

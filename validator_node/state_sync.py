@@ -69,6 +69,7 @@ def refusal_reason(exc: BaseException) -> str:
             ("undecodable", "undecodable"),
             ("snapshot does not match", "state_root_mismatch"),
             ("snapshot is for another", "wrong_subnet"),
+            ("genesis of its network", "wrong_genesis"),
         ):
             if msg.startswith(prefix):
                 return reason
@@ -176,6 +177,12 @@ class StateSync:
 
         def check() -> tuple[Checkpoint, AppState]:
             cp = decode(data, Checkpoint)
+            named = decode(cp.next_block.block, Block).genesis
+            if named != self.app.genesis_hash:  # before any signature or snapshot work
+                raise CheckpointInvalid(
+                    f"genesis of its network is {named.hex()[:16]}..., not ours"
+                    f" {self.app.genesis_hash.hex()[:16]}..."
+                )
             # a stranger's checkpoint, checked against the chain's validators of today
             return cp, verify_stranger_checkpoint(cp, self.chain_vset, self.cfg.netuid, self.cfg.epoch_blocks)
 
@@ -266,6 +273,9 @@ class StateSync:
         )
         async with node.running():
             self.dht = node
+            # the genesis record, content-addressed (/bt-content/<genesis hash>), for joiners and
+            # auditors holding the hash
+            self._nursery.start_soon(self._dht_publish, "genesis", node.put_blob, encode(self.app.genesis))
             self._catch_up_wanted = trio.Event()
             for link in list(self.transport.book.links.values()):
                 self._nursery.start_soon(self._dht_add_peer, link.peer_id)

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (height INTEGER PRIMARY KEY, data BLOB NO
 CREATE TABLE IF NOT EXISTS weights_submitted (
     epoch INTEGER NOT NULL, mechid INTEGER NOT NULL, uids TEXT NOT NULL, weights TEXT NOT NULL,
     chain_block INTEGER, result TEXT NOT NULL, PRIMARY KEY (epoch, mechid));
+CREATE TABLE IF NOT EXISTS genesis (
+    id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL, record BLOB NOT NULL);
 """
 
 
@@ -234,6 +236,26 @@ class NodeStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    # --- the genesis record (validator_node.genesis) --------------------------------------------
+
+    def genesis_record(self) -> bytes | None:
+        """The canonical bytes of the network's genesis record, as first stored (checked against
+        the hash stored beside them, so a damaged record stops the node instead of forking it)."""
+        row = self.db.execute("SELECT hash, record FROM genesis WHERE id = 0").fetchone()
+        if row is None:
+            return None
+        record = bytes(row[1])
+        if hashlib.sha256(record).digest() != bytes(row[0]):
+            raise StoreCorrupt(f"{self.path}: the genesis record does not match its hash")
+        return record
+
+    def set_genesis_record(self, record: bytes) -> None:
+        """Store the genesis record once; a different one later is refused (StoreCorrupt)."""
+        h = hashlib.sha256(record).digest()
+        self.db.execute("INSERT OR IGNORE INTO genesis (id, hash, record) VALUES (0, ?, ?)", (h, record))
+        if self.genesis_record() != record:
+            raise StoreCorrupt(f"{self.path}: holds another genesis record than {h.hex()}")
 
     def genesis_vset(self) -> ValidatorSet | None:
         """The network's first consensus set, as this store recorded it when it was created (a

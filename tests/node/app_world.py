@@ -8,6 +8,7 @@ from tests.node.toy_subnet import STAKES, toy_subnet
 from validator_node.app import Application
 from validator_node.chain.base import Hyperparameters
 from validator_node.chain.local import Genesis, GenesisNeuron, LocalChain
+from validator_node.genesis import record_from_chain
 
 
 def make_app(
@@ -15,7 +16,7 @@ def make_app(
 ) -> tuple[Application, LocalChain]:
     """The owner (uid 0), the four validators and three miners of `toy_subnet(name)` on a new
     local chain under `root`, and an application at genesis."""
-    owner, vals, miners, vset, _, _ = toy_subnet(name)
+    owner, vals, miners, _, _, _ = toy_subnet(name)
     neurons = (
         GenesisNeuron(owner.ss58, 0, False),
         *(GenesisNeuron(v.ss58, s, True) for v, s in zip(vals, STAKES, strict=True)),
@@ -24,4 +25,4 @@ def make_app(
     genesis = Genesis(netuid, owner.ss58, neurons, Hyperparameters(tempo=epoch_blocks, **hp), 0, 1)
     root.mkdir(parents=True, exist_ok=True)
     chain = LocalChain(root / "chain.sqlite", genesis)
-    return Application(netuid, epoch_blocks, chain, vset), chain
+    return Application(record_from_chain(chain, netuid, epoch_blocks)), chain

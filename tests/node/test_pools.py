@@ -19,6 +19,7 @@ from tests.node.toy_subnet import STAKES
 from validator_node.app import Application
 from validator_node.chain.base import Hyperparameters
 from validator_node.chain.local import Genesis, GenesisNeuron, LocalChain
+from validator_node.genesis import record_from_chain
 from validator_node.pipeline import proposal
 from validator_node.pipeline.messages import BlockBody, RegistryItem, Submission
 from validator_node.pipeline.pools import NONCE_WINDOW
@@ -46,7 +47,7 @@ def make_app(root: Path, **hp: int) -> tuple[Application, LocalChain]:
     genesis = Genesis(NETUID, OWNER.ss58, neurons, Hyperparameters(tempo=B, **hp), 0, 1)
     root.mkdir(parents=True, exist_ok=True)
     chain = LocalChain(root / "chain.sqlite", genesis)
-    return Application(NETUID, B, chain, VSET), chain
+    return Application(record_from_chain(chain, NETUID, B)), chain
 
 
 def manifest(nonce: int, module: bytes = MODULE, cid: str = "big") -> ChallengeManifest:

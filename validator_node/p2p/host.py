@@ -104,6 +104,7 @@ class ConsensusTransport:
         checkpoint: Callable[[], bytes | None] | None = None,
         on_link: Callable[[bytes, str], None] | None = None,
         on_app_item: Callable[[bytes], None] | None = None,
+        genesis: Callable[[], bytes | None] | None = None,
     ) -> None:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -131,6 +132,7 @@ class ConsensusTransport:
         self.inbound = inbound
         self.on_submit = on_submit
         self.checkpoint = checkpoint
+        self.genesis = genesis  # the `genesis` request on the checkpoint protocol (node.genesis)
         self.on_link = on_link
         self.book = PeerBook()
         # peer id -> hotkey of every peer that passed the attestation handshake and still holds
@@ -318,6 +320,11 @@ class ConsensusTransport:
         try:
             with trio.fail_after(60):
                 request = await FrameReader(stream, 64).read_frame()  # type: ignore[arg-type]
+                if request == b"genesis":  # the record and a certified block naming its hash
+                    await write_frame(stream, (self.genesis() if self.genesis else None) or b"")  # type: ignore[arg-type]
+                    self.metrics.inc("genesis_served_total")
+                    await stream.close()  # type: ignore[attr-defined]
+                    return
                 if request != b"latest":
                     raise FrameError(f"unknown checkpoint request {request!r}")
                 data = self.checkpoint() if self.checkpoint else None
