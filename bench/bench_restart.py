@@ -37,6 +37,7 @@ def fill(world: World, store: NodeStore, tip: int) -> None:
     (one transaction: the node commits each write, but the bench times the restart, not this)."""
     me = world.validators[3]
     store.set_genesis_vset(world.vset)
+    store.set_genesis_record(encode(world.app.genesis))
     store.db.execute("BEGIN")
     for h in range(1, tip + 1):
         d = world.decisions[h]

@@ -64,7 +64,15 @@ def test_a_host_fault_in_aggregate_is_not_a_verdict_and_the_decided_weights_appl
         Evaluator(tmp_path / "not-a-dir", app.metrics), app.validate_module, app.metrics
     )
     app.install(s, B - 1, TIP)
-    data = build_block(B, TIP, VALS[0].public_key, 0, app.root, encode(BlockBody(None, (), (), (), decided)))
+    data = build_block(
+        B,
+        TIP,
+        VALS[0].public_key,
+        0,
+        app.root,
+        encode(BlockBody(None, (), (), (), decided)),
+        genesis=app.genesis_hash,
+    )
 
     with pytest.raises(LocalFailure):  # the rules say "cannot tell here", not "invalid"
         apply_body(
@@ -103,7 +111,9 @@ def test_a_wall_clock_timeout_at_registration_is_never_memoised_and_never_stops_
     )
     item = RegistryItem(sign_manifest(m, OWNER, NETUID), SPIN)
     body = BlockBody(app.chain_view, (item,), (), (), None)
-    data = build_block(1, app.tip_hash, VALS[0].public_key, 0, app.root, encode(body))
+    data = build_block(
+        1, app.tip_hash, VALS[0].public_key, 0, app.root, encode(body), genesis=app.genesis_hash
+    )
 
     reason = app.validate(1, data, chain.current_block())
     assert reason is not None and reason.startswith("local failure, not a verdict"), reason

@@ -31,6 +31,7 @@ def fill(world: World, store: NodeStore, tip: int) -> None:
     at tip+1, which it is still deciding."""
     me = world.validators[3]
     store.set_genesis_vset(world.vset)
+    store.set_genesis_record(encode(world.app.genesis))
     for h in range(1, tip + 2):
         d = world.decisions.get(h)
         bh = d.certificate.block_hash if d else bytes(32)
