@@ -70,8 +70,8 @@ def test_restarts_from_height_0_after_the_owner_changes_the_chain(tmp_path: Path
         keeps_deciding(root, vals[1], vals)
 
         new_owner = Hotkey.from_name("genesis-devnet-new-owner")
-        with LocalChain(root / "chain.sqlite") as chain, chain._tx():
-            chain._set_meta("owner", new_owner.ss58)
+        with LocalChain(root / "chain.sqlite") as chain:
+            chain.set_subnet_owner(new_owner.ss58)
         restart(cluster, vals[1])
         restart(cluster, vals[2])
         keeps_deciding(root, vals[1], vals)

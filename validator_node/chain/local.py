@@ -219,6 +219,11 @@ class LocalChain:
             self._set_meta("hyperparameters", json.dumps(asdict(hp), sort_keys=True))
         return hp
 
+    def set_subnet_owner(self, hotkey_ss58: str) -> None:
+        """Rotate the subnet owner's hotkey (on the real chain: the owner's coldkey sets it)."""
+        with self._tx():
+            self._set_meta("owner", hotkey_ss58)
+
     def set_neuron(self, uid: int, *, stake: int | None = None, validator_permit: bool | None = None) -> None:
         with self._tx():
             if stake is not None:
