@@ -26,6 +26,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from dht import yamux_fixes
 from dht.kad import DhtNode
 from dht.records import BlockHeader, VsetFor
 
@@ -33,6 +34,7 @@ logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # it logs whole refused 
 
 
 def make_host(seed: str) -> IHost:
+    yamux_fixes.install()  # dht.kad installs it on import too; a host made first must not miss it
     kp = create_new_key_pair(hashlib.sha256(f"dht-localnet:{seed}".encode()).digest())
     return new_host(
         key_pair=kp,
