@@ -28,11 +28,15 @@ as soon as the lock is free, and every other frame write first writes what is ow
 still precedes the stream's first data frame. The reader therefore keeps reading while writes
 are blocked. The queue is bounded (`MAX_OWED`): past it the reader waits as before, which is
 back-pressure on a peer that opens streams or pings faster than it reads our replies.
+
+Also: why a connection ended (`end_reason`), for the logs and the DHT test harness, which fails
+a test that loses a connection and names the cause.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 
 import trio
@@ -52,6 +56,29 @@ WRITE_DEADLINE = 10.0
 MAX_OWED = 1024
 
 _original_handle_incoming = Yamux.handle_incoming
+_original_cleanup_on_error = Yamux._cleanup_on_error
+
+
+def end_reason(muxed_conn: object) -> str:
+    """Why this yamux connection ended, as far as its reader knew ("" while it runs)."""
+    reason = getattr(muxed_conn, "__dict__", {}).get("_bt_end")
+    if reason:
+        return str(reason)
+    return "closed locally" if getattr(muxed_conn, "is_closed", False) else ""
+
+
+async def _cleanup_on_error(self: Yamux) -> None:
+    """Yamux._cleanup_on_error (the reader's way out), remembering why it was taken: the
+    exception being handled, if any (every path but EOF, GO_AWAY and an oversized frame)."""
+    if "_bt_end" not in self.__dict__:
+        exc = sys.exc_info()[1]
+        self.__dict__["_bt_end"] = (
+            f"{type(exc).__name__}: {exc}"
+            if exc is not None
+            else "ended by the peer (EOF, GO_AWAY or a bad frame)"
+        )
+        log.debug("yamux: connection to %s ended: %s", self.peer_id, self.__dict__["_bt_end"])
+    await _original_cleanup_on_error(self)
 
 
 def _owed(self: Yamux) -> deque[bytes]:
@@ -92,6 +119,7 @@ async def _flush_owed(self: Yamux) -> None:
             await _write_locked(self, b"")
     except Exception as exc:  # the connection is broken: let the reader find out and clean up
         log.debug("yamux: owed control frames to %s not written: %s", self.peer_id, exc)
+        self.__dict__.setdefault("_bt_end", f"a control frame write failed: {type(exc).__name__}: {exc}")
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             try:
                 await self.secured_conn.close()
@@ -112,6 +140,7 @@ async def _write_locked(self: Yamux, data: bytes) -> None:
             scope.deadline = trio.current_time() + WRITE_DEADLINE
             await self.secured_conn.write(payload)
         if scope.cancelled_caught:  # half a message may be on the wire: the session is over
+            self.__dict__.setdefault("_bt_end", f"a frame write stalled for {WRITE_DEADLINE:.0f} s")
             self.event_shutting_down.set()
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 try:
@@ -129,3 +158,4 @@ def install() -> None:
     if Yamux._write_frame is not _write_frame:
         Yamux._write_frame = _write_frame  # type: ignore[method-assign]
         Yamux.handle_incoming = _handle_incoming  # type: ignore[method-assign]
+        Yamux._cleanup_on_error = _cleanup_on_error  # type: ignore[method-assign]
