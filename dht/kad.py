@@ -56,7 +56,7 @@ from wire.errors import WireError
 logger = logging.getLogger(__name__)
 
 kad_fixes.install()  # KadDHT answers FIND_NODE for our (long) record keys: see dht/kad_fixes.py
-yamux_fixes.install()  # a cancelled stream write no longer kills its connection: dht/yamux_fixes.py
+yamux_fixes.install()  # cancelled writes and a blocked reader no longer cost a connection
 
 #: The Kademlia protocol id this DHT speaks (py-libp2p's default, the same as go/rust-libp2p).
 DHT_PROTOCOL_ID = str(PROTOCOL_ID)

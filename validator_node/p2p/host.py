@@ -112,9 +112,12 @@ class ConsensusTransport:
         from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
         from libp2p.security.noise.transport import Transport as NoiseTransport
 
+        from dht import yamux_fixes
+
         # importing libp2p resets its logger to WARNING; it logs failed dials at ERROR and whole
         # DHT values in hex, all of which our metrics count, so silence it after the import
         logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+        yamux_fixes.install()  # before any connection: its reader must never wait on a writer
         self.hotkey = hotkey
         self.netuid = netuid
         self.key_pair = create_new_key_pair(peer_seed)
@@ -445,7 +448,10 @@ async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> 
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
+    from dht import yamux_fixes
+
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    yamux_fixes.install()
     host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
     info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
     replies: list[str] = []
