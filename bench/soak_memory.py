@@ -40,6 +40,7 @@ from typing import Any
 from validator_node import devnet
 from validator_node.devnet_cluster import Processes, node_command
 from validator_node.memdebug import ENV as MEMTRACE_ENV
+from validator_node.memdebug import ENV_PY as MEMTRACE_PY_ENV
 from validator_node.memdebug import rss_kib
 
 EPOCH_BLOCKS = 12
@@ -116,7 +117,16 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     if root.exists() and any(root.iterdir()):
         raise SystemExit(f"{root} is not empty; choose a new --dir")
     vals, _ = devnet.create(root, args.validators, miners=args.miners)
-    env_for = {0: {MEMTRACE_ENV: str(args.memtrace)}} if args.memtrace else {}
+    env_for: dict[int, dict[str, str]] = {i: {} for i in range(args.validators)}
+    for i in range(args.validators):
+        if args.memtrace and i == 0:
+            env_for[i][MEMTRACE_ENV] = str(args.memtrace)
+        elif args.native_stats:
+            env_for[i].update({MEMTRACE_ENV: str(args.native_stats), MEMTRACE_PY_ENV: "0"})
+    for spec in args.node_env:
+        node, _, kv = spec.partition(":")
+        key, _, value = kv.partition("=")
+        env_for[int(node)][key] = value
     sim = devnet.Miners(root, args.miners, vals)
     samples: list[Sample] = []
     started = time.monotonic()
@@ -220,6 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--miners", type=int, default=6)
     p.add_argument("--dir", default=None, help="devnet folder (default: a new temporary one)")
     p.add_argument("--memtrace", type=float, default=0, help="trace validator 0's heap every N s")
+    p.add_argument(
+        "--native-stats",
+        type=float,
+        default=0,
+        help="every N s log the untraced validators' malloc/SQLite figures to memtrace.txt",
+    )
+    p.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        help="I:KEY=VALUE: extra environment for validator I (e.g. 3:MALLOC_ARENA_MAX=2)",
+    )
     p.add_argument("--json", default=None, help="also write the result as JSON to this file")
     args = p.parse_args(argv)
     # a SIGTERM (e.g. `kill` of a background soak) must still stop the validators it started
