@@ -7,9 +7,17 @@ sample (each node's RSS, decided height) and at the end a verdict per node; it e
 still grows after warm-up, or if the devnet stopped deciding (a stalled node's memory is flat for
 the wrong reason), or if a validator died.
 
-The criterion (`grows`), per node, over the samples after warm-up (default: the first third of
-the run, at least 10 minutes; the caches this project bounds by height or epoch fill in that
-time: 256 decided heights, 64 epochs of validator sets = 768 heights, 16 epochs of weights):
+The criterion (`grows`), per node, over the samples after warm-up. Warm-up lasts the first third
+of the run (at least 10 minutes) *and* until every node has decided `--warmup-heights` (1,200)
+heights, because the caches fill by height, not by minute: 256 decided heights, 64 epochs of
+validator sets = 768 heights, 16 epochs of weights, and the largest, the DHT's in-memory value
+cache (dht/memory.py, 16 MiB of values). Measured on this devnet: a decided-block record is
+~7.1 KB and each epoch adds a ~106 KB content record, ~17 KB of DHT values per height, so that
+cache is full at ~1,000 heights. Its records are protobuf (upb) messages held in C memory, so
+they show in glibc's `malloc_used` (validator_node.memdebug's native line) and never in
+tracemalloc. An idle host decides ~111 heights a minute (full at minute ~9); with other work on
+the same 2 cores a soak decided 30-50 a minute, and a minute-only warm-up then judged the cache
+still filling (malloc_used +45 MB/h up to height ~830) as growth.
   * the least-squares slope of RSS over the post-warm-up samples must be at most `--max-slope`
     MB per hour (default 6: the leak of issue 12 was 168 MB/hour; CPython's allocator and
     SQLite's page cache move RSS by a few MB either way, which over 40 minutes of samples is
@@ -40,10 +48,12 @@ from typing import Any
 from validator_node import devnet
 from validator_node.devnet_cluster import Processes, node_command
 from validator_node.memdebug import ENV as MEMTRACE_ENV
+from validator_node.memdebug import ENV_PY as MEMTRACE_PY_ENV
 from validator_node.memdebug import rss_kib
 
 EPOCH_BLOCKS = 12
 BLOCK_INTERVAL = 0.5
+WARMUP_HEIGHTS = 1200  # see the module docstring: the DHT memory cache is full at ~1,040
 CHALLENGES = len(devnet.EXAMPLE_CHALLENGES) + len(devnet.SEED_CHALLENGES)
 
 
@@ -95,6 +105,16 @@ def judge(samples: list[Sample], node: int, warmup_min: float, max_slope: float,
     return Verdict(node, round(slope, 2), round(step, 2), not why, why)
 
 
+def warmup_minute(samples: list[Sample], floor: float, heights: int) -> float:
+    """The first sample minute (at least `floor`) at which every node has decided `heights`:
+    the caches fill by height, not by minute, and a loaded host decides 2-4x slower.
+    Infinity if the devnet never got there (then there is nothing to judge)."""
+    for s in samples:
+        if s.minute >= floor and all(h is not None and h >= heights for h in s.heights):
+            return s.minute
+    return float("inf")
+
+
 class SoakProcesses(Processes):
     """Processes that run without a stop height, with extra environment for some validators."""
 
@@ -116,7 +136,16 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     if root.exists() and any(root.iterdir()):
         raise SystemExit(f"{root} is not empty; choose a new --dir")
     vals, _ = devnet.create(root, args.validators, miners=args.miners)
-    env_for = {0: {MEMTRACE_ENV: str(args.memtrace)}} if args.memtrace else {}
+    env_for: dict[int, dict[str, str]] = {i: {} for i in range(args.validators)}
+    for i in range(args.validators):
+        if args.memtrace and i == 0:
+            env_for[i][MEMTRACE_ENV] = str(args.memtrace)
+        elif args.native_stats:
+            env_for[i].update({MEMTRACE_ENV: str(args.native_stats), MEMTRACE_PY_ENV: "0"})
+    for spec in args.node_env:
+        node, _, kv = spec.partition(":")
+        key, _, value = kv.partition("=")
+        env_for[int(node)][key] = value
     sim = devnet.Miners(root, args.miners, vals)
     samples: list[Sample] = []
     started = time.monotonic()
@@ -177,7 +206,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                     + f"  epoch {None if s0 is None else s0['epoch']}  load {load:.1f}"
                 )
             time.sleep(0.5)
-    warmup = args.warmup if args.warmup is not None else max(10.0, args.minutes / 3)
+    floor = args.warmup if args.warmup is not None else max(10.0, args.minutes / 3)
+    warmup = warmup_minute(samples, floor, args.warmup_heights)
     verdicts = [judge(samples, i, warmup, args.max_slope, args.max_step) for i in range(len(vals))]
     progress = _progress(samples, warmup)
     ok = all(v.ok for v in verdicts) and not died and progress["ok"]
@@ -214,12 +244,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=60.0, help="how long to run (default 60)")
     p.add_argument("--interval", type=float, default=60.0, help="seconds between RSS samples (default 60)")
     p.add_argument("--warmup", type=float, default=None, help="minutes ignored (default: a third, >= 10)")
+    p.add_argument(
+        "--warmup-heights",
+        type=int,
+        default=WARMUP_HEIGHTS,
+        help=f"and until every node decided this many heights (default {WARMUP_HEIGHTS})",
+    )
     p.add_argument("--max-slope", type=float, default=6.0, help="MB/hour allowed after warm-up")
     p.add_argument("--max-step", type=float, default=4.0, help="MB the last third may top the middle")
     p.add_argument("--validators", type=int, default=4)
     p.add_argument("--miners", type=int, default=6)
     p.add_argument("--dir", default=None, help="devnet folder (default: a new temporary one)")
     p.add_argument("--memtrace", type=float, default=0, help="trace validator 0's heap every N s")
+    p.add_argument(
+        "--native-stats",
+        type=float,
+        default=0,
+        help="every N s log the untraced validators' malloc/SQLite figures to memtrace.txt",
+    )
+    p.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        help="I:KEY=VALUE: extra environment for validator I (e.g. 3:MALLOC_ARENA_MAX=2)",
+    )
     p.add_argument("--json", default=None, help="also write the result as JSON to this file")
     args = p.parse_args(argv)
     # a SIGTERM (e.g. `kill` of a background soak) must still stop the validators it started
