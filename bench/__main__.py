@@ -12,6 +12,7 @@ MODULES = (
     "bench.bench_dht",
     "bench.bench_sync",
     "bench.bench_devnet",
+    "bench.bench_adversary",
 )
 
 
