@@ -220,8 +220,8 @@ async def test_many_submit_streams_with_huge_frames_are_capped() -> None:
                 await wait_for(lambda: len(replies) >= 10, 10, "refusals")
                 refused = [r for r in replies if r.startswith("refused: busy")]
                 assert len(refused) == 10, replies
-                assert t._submit_streams.held <= LIMITS.submit_streams_per_peer
-                assert t._submit_bytes.held <= LIMITS.submit_inflight_bytes_per_peer
+                assert t.submit_server.streams.held <= LIMITS.submit_streams_per_peer
+                assert t.submit_server.bytes.held <= LIMITS.submit_inflight_bytes_per_peer
                 # another peer is still served meanwhile
                 got = await submit_items(t.addrs()[0], [b"\x9f\xff garbage"], timeout=10)
                 assert got[0].startswith("refused: malformed"), got

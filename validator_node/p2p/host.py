@@ -35,6 +35,7 @@ from validator_node.metrics import Metrics
 from validator_node.p2p.attestation import AttestationRefused, attest, check_attestation
 from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits, PeerBudgets, RateLimitedLog
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.submit_server import SubmitServer
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope
 from wire.errors import WireError
@@ -49,7 +50,6 @@ CONSENSUS_PROTOCOL = "/bt-platform/consensus/1.0.0"
 SUBMIT_PROTOCOL = "/bt-platform/submit/1.0.0"
 CHECKPOINT_PROTOCOL = "/bt-platform/checkpoint/1.0.0"
 MAX_CHECKPOINT_FRAME = 300 * 1024 * 1024
-MAX_SUBMIT_FRAME = 17 * 1024 * 1024
 MAX_FRAME = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 OUTBOUND_QUEUE = 4096
@@ -163,12 +163,7 @@ class ConsensusTransport:
         self._checkpoint_streams: ConcurrencyLimit[str] = ConcurrencyLimit(lim.checkpoint_streams, 1)
         self._checkpoint_cache: tuple[float, bytes | None] | None = None
         self._checkpoint_lock = trio.Lock()
-        self._submit_streams: ConcurrencyLimit[str] = ConcurrencyLimit(
-            lim.submit_streams, lim.submit_streams_per_peer
-        )
-        self._submit_bytes: ConcurrencyLimit[str] = ConcurrencyLimit(
-            lim.submit_inflight_bytes, lim.submit_inflight_bytes_per_peer
-        )
+        self.submit_server = SubmitServer(self.on_submit, self.metrics, lim, self._refuse)
         self._budget_log = RateLimitedLog(clock)
 
     def _over_budget(self, protocol: str, reason: str, peer: str) -> None:
@@ -223,7 +218,7 @@ class ConsensusTransport:
             self._nursery = nursery
             self.host.set_stream_handler(TProtocol(CONSENSUS_PROTOCOL), self._on_inbound_stream)
             if self.on_submit is not None:
-                self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self._on_submit_stream)
+                self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self.submit_server.handle)
             if self.checkpoint is not None:
                 self.host.set_stream_handler(TProtocol(CHECKPOINT_PROTOCOL), self._on_checkpoint_stream)
             log.info("p2p listening on %s as %s", ", ".join(self.addrs()), self.peer_id)
@@ -332,56 +327,6 @@ class ConsensusTransport:
         except Exception as exc:
             log.debug("inbound stream from %s ended: %s", remote, exc)
             await _reset(stream)
-
-    async def _on_submit_stream(self, stream: object) -> None:
-        """Miners and the subnet owner hand items to a validator here: one reply per frame.
-
-        Open to anyone, so capped: streams open at once (in total and per peer) and bytes of
-        frames being read or handled at once; over a cap the stream gets a refusal and a reset."""
-        peer = stream.muxed_conn.peer_id.to_string()  # type: ignore[attr-defined]
-        try:
-            with self._submit_streams.hold(peer):
-                await self._serve_submit(stream, peer)
-        except OverLimit:
-            await self._refuse(stream, "submit", "busy: too many submit streams", peer)
-
-    async def _serve_submit(self, stream: object, peer: str) -> None:
-        from validator_node.pipeline.messages import SUBMIT_TYPES
-        from wire.codec import decode_any
-
-        reader = FrameReader(stream, MAX_SUBMIT_FRAME)  # type: ignore[arg-type]
-        try:
-            while True:
-                with trio.fail_after(30):
-                    size = await reader.read_header()
-                if size is None:
-                    break
-                if not self._submit_bytes.try_acquire(peer, size):
-                    await self._refuse(stream, "submit", "busy: too many bytes in flight", peer)
-                    return
-                try:
-                    with trio.fail_after(30):
-                        data = await reader.read_body(size)
-                    try:
-                        item = decode_any(data, SUBMIT_TYPES)
-                        reason = self.on_submit(item) if self.on_submit else "not accepting"
-                    except WireError as exc:
-                        self.metrics.inc("items_refused_total", kind="malformed")
-                        reason = f"malformed: {exc}"
-                    del data
-                    await write_frame(stream, b"ok" if reason is None else f"refused: {reason}".encode())  # type: ignore[arg-type]
-                finally:
-                    self._submit_bytes.release(peer, size)
-        except (FrameError, trio.TooSlowError) as exc:
-            self.metrics.inc("items_refused_total", kind="bad_frame")
-            log.info("submit stream refused: %s", exc)
-            await _reset(stream)
-        except Exception as exc:
-            log.debug("submit stream ended: %s", exc)
-            await _reset(stream)
-        else:
-            with contextlib.suppress(Exception):
-                await stream.close()  # type: ignore[attr-defined]
 
     async def _on_checkpoint_stream(self, stream: object) -> None:
         """Serve our newest checkpoint (verifiable by the requester: see pipeline/snapshot.py).
