@@ -115,3 +115,28 @@ def test_default_limits_fit_the_largest_honest_frame_and_batch() -> None:
     assert lim.outbound_bytes >= 32 * (1024 * 1024 + 80 * 1024) + 6 * 1024 * 1024
     assert lim.submit_inflight_bytes_per_peer >= 2 * 17 * 1024 * 1024
     assert lim.submit_inflight_bytes >= lim.submit_inflight_bytes_per_peer
+
+
+def test_honest_traffic_at_64_validators_never_meets_the_link_budget() -> None:
+    """The envelope P2PLimits is sized against, replayed through the budget: 10 heights/s with
+    a full 1 MiB block at every height from the same sender (it leads every height: a bound),
+    two votes and a view change per height, and catch-up at the 32 blocks/s and 4 MiB/s a
+    sender's own budget allows after its 2 s burst of 64 blocks. Nothing is refused."""
+    clock = Clock()
+    lim = P2PLimits()
+    budgets: PeerBudgets[str] = PeerBudgets({"frames": lim.link_frames, "bytes": lim.link_bytes}, clock)
+    block, vote, view_change, decision = (
+        1024 * 1024 + 4096,
+        400,
+        1024 * 1024 + 80 * 1024,
+        1024 * 1024 + 80 * 1024,
+    )
+    for _ in range(64):  # the catch-up burst: 64 decisions, but no more than 8 MiB of them
+        assert budgets.allow("v", frames=1, bytes=min(decision, 8 * 1024 * 1024 // 64))
+    for step in range(10 * 600):  # ten minutes at 10 heights/s
+        clock.now += 0.1
+        for cost in (block, vote, vote, view_change):
+            assert budgets.allow("v", frames=1, bytes=cost), step
+        if step % 10 == 0:  # each second: catch-up's 4 MiB in decisions (about 4 blocks)
+            for _ in range(4):
+                assert budgets.allow("v", frames=1, bytes=decision - 80 * 1024), step

@@ -90,4 +90,6 @@ def test_a_validator_flooding_its_link_is_dropped_over_budget_while_the_others_d
         assert sent > 3000, "the flood should outrun the budget of 128 frames/s"
         assert dropped >= sent - (512 + 128 * 50), (sent, dropped)  # at most 50 s of budget passed
         assert h1 >= h0 + 5, "the honest validators kept deciding"
+        for v in honest[1:]:  # honest traffic never meets a budget
+            assert metric(root, v, "p2p_over_budget_total") == 0, v.index
         assert all(p.poll() is None for p in cluster.procs.values()), "a validator died"

@@ -142,7 +142,8 @@ async def test_the_outbound_queue_to_a_validator_that_never_reads_is_bounded_in_
                 t.send(PEER.public_key, block)
                 await trio.sleep(0)
             await trio.sleep(0.5)
-            assert t.metrics.get("p2p_dropped_total", reason="send_queue_bytes") >= 200 - 49
+            # at most 48 MiB queued, plus what the writer handed to yamux before the window closed
+            assert t.metrics.get("p2p_dropped_total", reason="send_queue_bytes") >= 200 - 48 - 20
             assert t.book.links[PEER.public_key].queued <= LIMITS.outbound_bytes
         nursery.cancel_scope.cancel()
 
@@ -185,7 +186,8 @@ async def test_fifty_concurrent_checkpoint_pulls_are_capped_and_share_one_read()
         refused = [r for r in replies if isinstance(r, bytes) and r.startswith(b"refused: ")]
         assert len(replies) == 50 and len(served) + len(refused) == 50, [r[:40] for r in replies]
         # one stream per peer at a time and a per-peer rate: two peers get at most a few each
-        assert 1 <= len(served) <= 2 * 2, len(served)
+        rate = LIMITS.checkpoint_per_peer
+        assert 1 <= len(served) <= 2 * (rate.burst + rate.per_s * elapsed), (len(served), elapsed)
         assert reads <= 1 + elapsed / LIMITS.checkpoint_cache_s + 1, reads  # not one per request
         assert t.metrics.total("p2p_over_budget_total") == len(refused)
         assert t._checkpoint_streams.peak <= LIMITS.checkpoint_streams

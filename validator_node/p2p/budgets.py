@@ -211,8 +211,10 @@ class P2PLimits:
     is 10 x 4 = 40 frames/s plus 32 decision frames/s: 72 frames/s, and we allow `link_frames` =
     128/s with a burst of 512 (over a whole sync batch plus a height's messages). In bytes: a
     leader sending a full 1 MiB block every height at 10 heights/s is 10 MiB/s (it leads one
-    height in n, so this is a bound, not the average), plus catch-up at 4 MiB/s: 14 MiB/s, and we
-    allow `link_bytes` = 32 MiB/s with a burst of 64 MiB (more than one 8 MiB frame, the link's
+    height in n, so this is a bound, not the average), a view change carrying a prepared 1 MiB
+    block at every height another 10.8 MiB/s (also a bound: view changes follow timeouts), plus
+    catch-up at 4 MiB/s: 24.8 MiB/s (tests/node/test_budgets.py replays this for ten minutes),
+    and we allow `link_bytes` = 32 MiB/s with a burst of 64 MiB (more than one 8 MiB frame, the link's
     cap, and more than one whole sync batch of 34.6 MiB, so an honest burst always fits). A
     sender without a send budget that answers faster only sees its surplus dropped and asked
     for again: catch-up slows, nothing is lost.
