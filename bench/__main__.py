@@ -14,6 +14,7 @@ MODULES = (
     "bench.bench_restart",
     "bench.bench_pools",
     "bench.bench_devnet",
+    "bench.bench_adversary",
 )
 
 

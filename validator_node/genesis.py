@@ -205,6 +205,9 @@ async def fetch_from_peers(
                     if not data:
                         last[addr] = "serves no genesis record"
                         continue
+                    if data.startswith(b"refused: "):  # busy or rate limited: ask again next round
+                        last[addr] = data.decode(errors="replace")
+                        continue
                     record = verify_proof(data, netuid=netuid, pin=pin, trust=trust)
                     return Obtained(record, f"peer {addr}")
                 except GenesisError as exc:

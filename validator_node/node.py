@@ -184,7 +184,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             metrics=self.metrics,
             inbound=self._inbound_send,
             on_submit=self._on_submit,
-            checkpoint=self.store.latest_checkpoint,
+            checkpoint=self.store.read_latest_checkpoint,  # in a worker thread
             genesis=self._genesis_proof,
             on_link=self._on_link,
             on_app_item=self._on_app_item,

@@ -213,6 +213,16 @@ class NodeStore:
         row = self.db.execute("SELECT data FROM checkpoints ORDER BY height DESC LIMIT 1").fetchone()
         return None if row is None else bytes(row[0])
 
+    def read_latest_checkpoint(self) -> bytes | None:
+        """`latest_checkpoint` on a read-only connection of its own, for a worker thread while
+        the node's connection is in use (the checkpoint protocol serves peers this way)."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+        try:
+            row = db.execute("SELECT data FROM checkpoints ORDER BY height DESC LIMIT 1").fetchone()
+            return None if row is None else bytes(row[0])
+        finally:
+            db.close()
+
     def checkpoint_at(self, height: int) -> bytes | None:
         row = self.db.execute("SELECT data FROM checkpoints WHERE height = ?", (height,)).fetchone()
         return None if row is None else bytes(row[0])

@@ -409,3 +409,31 @@ async def test_a_burst_is_relayed_over_two_hops_without_loss() -> None:
             nursery.cancel_scope.cancel()
         for a, b in ((1, 0), (1, 2)):
             await hosts[a].disconnect(hosts[b].get_id())
+
+
+async def test_a_stranger_s_message_is_dropped_before_any_signature_work(monkeypatch: object) -> None:
+    """Issue 12 item 12: py-libp2p verified the signature before our admission check ran."""
+    import libp2p.pubsub.pubsub as pubsub_module
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    calls: list[int] = []
+    real = pubsub_module.signature_validator
+
+    def counting(msg: rpc_pb2.Message) -> bool:
+        calls.append(1)
+        return real(msg)
+
+    monkeypatch.setattr(pubsub_module, "signature_validator", counting)  # type: ignore[attr-defined]
+    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    stranger = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
+    a = peer("a")
+    g = AppGossip(
+        host, netuid=NETUID, metrics=Metrics(), admitted=lambda p: p == a.to_string(), on_item=lambda d: None
+    )
+    try:
+        await g.pubsub.push_msg(stranger.get_id(), signed(stranger, item(1), 1))
+        assert calls == []
+        assert g.metrics.get("gossip_refused_total", reason="not_admitted") == 1
+    finally:
+        g.close()

@@ -29,7 +29,11 @@ def frame(data: bytes) -> bytes:
 
 
 async def write_frame(stream: WritableStream, data: bytes) -> None:
-    await stream.write(frame(data))
+    if len(data) > 65536:  # header and body apart: a large body is not copied whole once more
+        await stream.write(len(data).to_bytes(HEADER, "big"))
+        await stream.write(data)
+    else:
+        await stream.write(frame(data))
 
 
 class FrameReader:
@@ -46,8 +50,9 @@ class FrameReader:
             self._buf += chunk
         return True
 
-    async def read_frame(self) -> bytes | None:
-        """The next frame, or None at a clean end of stream."""
+    async def read_header(self) -> int | None:
+        """The next frame's announced size (checked against the cap), or None at a clean end of
+        stream. Lets a caller reserve the bytes (p2p/budgets.py) before the body is buffered."""
         if not await self._fill(HEADER):
             if self._buf:
                 raise FrameError("stream ended inside a frame header")
@@ -55,8 +60,17 @@ class FrameReader:
         size = int.from_bytes(self._buf[:HEADER], "big")
         if size > self._max:
             raise FrameError(f"frame of {size} bytes is over the cap of {self._max}")
+        return size
+
+    async def read_body(self, size: int) -> bytes:
+        """The body of the frame whose header `read_header` returned."""
         if not await self._fill(HEADER + size):
             raise FrameError("stream ended inside a frame")
         data = bytes(self._buf[HEADER : HEADER + size])
         del self._buf[: HEADER + size]
         return data
+
+    async def read_frame(self) -> bytes | None:
+        """The next frame, or None at a clean end of stream."""
+        size = await self.read_header()
+        return None if size is None else await self.read_body(size)

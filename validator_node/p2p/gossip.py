@@ -456,6 +456,7 @@ class AppGossip:
     def maintain(self) -> None:
         """Admission sync, cache bounds, gauges: once a second."""
         self.pubsub.sync_admission()
+        self.pubsub.replace_stale_streams()
         self.validator.forget(self.is_admitted)
         self.trim_seen()
         table = self.router.equivocation_detection

@@ -6,9 +6,12 @@ starve or rate-limit votes. A stream starts with a handshake in which each side 
 hotkey-signed `PeerAttestation` and checks the other's against the metagraph; after that it carries
 length-prefixed consensus packets both ways.
 
-Per-link outbound queues are bounded; a full queue drops the packet and counts it (PBFT recovers
-from loss with view changes and decision transfer, whereas an unbounded queue would let one slow
-peer exhaust our memory).
+Per-link outbound queues are bounded in frames and in bytes; a full queue drops the packet and
+counts it (PBFT recovers from loss with view changes and decision transfer, whereas an unbounded
+queue would let one slow peer exhaust our memory). Inbound, each validator's frames pass a
+frames/s and bytes/s budget before anything decodes them, and the checkpoint and submit
+protocols, open to any peer, have global and per-peer caps (p2p/budgets.py has the figures and
+the honest traffic they are sized against).
 
 Application items between validators (submissions, attestations, registry items, evidence) go
 over GossipSub on the same host (gossip.py); the peers admitted by the handshake here are the
@@ -30,7 +33,9 @@ import trio
 
 from validator_node.metrics import Metrics
 from validator_node.p2p.attestation import AttestationRefused, attest, check_attestation
+from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits, PeerBudgets, RateLimitedLog
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.submit_server import SubmitServer
 from validator_node.p2p.swarm_fixes import release_inbound_handlers
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope
@@ -46,7 +51,6 @@ CONSENSUS_PROTOCOL = "/bt-platform/consensus/1.0.0"
 SUBMIT_PROTOCOL = "/bt-platform/submit/1.0.0"
 CHECKPOINT_PROTOCOL = "/bt-platform/checkpoint/1.0.0"
 MAX_CHECKPOINT_FRAME = 300 * 1024 * 1024
-MAX_SUBMIT_FRAME = 17 * 1024 * 1024
 MAX_FRAME = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 OUTBOUND_QUEUE = 4096
@@ -75,6 +79,7 @@ class Link:
     send: trio.MemorySendChannel[bytes]
     serial: int
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    queued: int = 0  # bytes in the outbound queue and being written
 
 
 @dataclass
@@ -105,6 +110,7 @@ class ConsensusTransport:
         on_link: Callable[[bytes, str], None] | None = None,
         on_app_item: Callable[[bytes], None] | None = None,
         genesis: Callable[[], bytes | None] | None = None,
+        limits: P2PLimits | None = None,
     ) -> None:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -138,6 +144,7 @@ class ConsensusTransport:
         self.genesis = genesis  # the `genesis` request on the checkpoint protocol (node.genesis)
         self.on_link = on_link
         self.book = PeerBook()
+        self._init_budgets(limits or P2PLimits())
         # peer id -> hotkey of every peer that passed the attestation handshake and still holds
         # a permit (kept across reconnects; newest peer id per hotkey): who may gossip to us
         self.admitted: dict[str, bytes] = {}
@@ -150,6 +157,41 @@ class ConsensusTransport:
             self.gossip = AppGossip(
                 self.host, netuid=netuid, metrics=metrics, admitted=self.is_admitted, on_item=on_app_item
             )
+
+    def _init_budgets(self, lim: P2PLimits) -> None:
+        clock = trio.current_time
+        self.limits = lim
+        self._link_budgets: PeerBudgets[bytes] = PeerBudgets(
+            {"frames": lim.link_frames, "bytes": lim.link_bytes}, clock, lim.max_peers
+        )
+        self._checkpoint_rate: PeerBudgets[str] = PeerBudgets(
+            {"requests": lim.checkpoint_per_peer}, clock, lim.max_peers
+        )
+        self._checkpoint_streams: ConcurrencyLimit[str] = ConcurrencyLimit(lim.checkpoint_streams, 1)
+        self._checkpoint_cache: tuple[float, bytes | None] | None = None
+        self._checkpoint_lock = trio.Lock()
+        self.submit_server = SubmitServer(self.on_submit, self.metrics, lim, self._refuse)
+        self._budget_log = RateLimitedLog(clock)
+
+    def _over_budget(self, protocol: str, reason: str, peer: str) -> None:
+        """Count a refusal; log it once per peer and reason per 10 s (a flood logs one line)."""
+        self.metrics.inc("p2p_over_budget_total", protocol=protocol, reason=reason)
+        n = self._budget_log.due((protocol, reason, peer))
+        if n:
+            log.warning("%s: peer %s over budget (%s): %d refused", protocol, peer[-16:], reason, n)
+
+    async def _refuse(self, stream: object, protocol: str, reason: str, peer: str) -> None:
+        """Refuse a request on an open-to-all protocol with a clear one-frame reply and close our
+        side (a reset right after the reply could overtake it); reset if the reply cannot go."""
+        self._over_budget(protocol, reason, peer)
+        with trio.move_on_after(2):
+            try:
+                await write_frame(stream, f"refused: {reason}".encode())  # type: ignore[arg-type]
+                await stream.close()  # type: ignore[attr-defined]
+                return
+            except Exception:
+                pass
+        await _reset(stream)
 
     def is_admitted(self, peer_id: str) -> bool:
         return peer_id in self.admitted
@@ -183,7 +225,7 @@ class ConsensusTransport:
             self._nursery = nursery
             self.host.set_stream_handler(TProtocol(CONSENSUS_PROTOCOL), self._on_inbound_stream)
             if self.on_submit is not None:
-                self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self._on_submit_stream)
+                self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self.submit_server.handle)
             if self.checkpoint is not None:
                 self.host.set_stream_handler(TProtocol(CHECKPOINT_PROTOCOL), self._on_checkpoint_stream)
             log.info("p2p listening on %s as %s", ", ".join(self.addrs()), self.peer_id)
@@ -224,10 +266,15 @@ class ConsensusTransport:
         if link is None:
             self.metrics.inc("p2p_dropped_total", reason="no_link")
             return
+        if link.queued + len(data) > self.limits.outbound_bytes:
+            self.metrics.inc("p2p_dropped_total", reason="send_queue_bytes")
+            return
         try:
             link.send.send_nowait(data)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self.metrics.inc("p2p_dropped_total", reason="send_queue_full")
+        else:
+            link.queued += len(data)
 
     def broadcast(self, data: bytes) -> None:
         for hk in self.book.hotkeys():
@@ -288,55 +335,59 @@ class ConsensusTransport:
             log.debug("inbound stream from %s ended: %s", remote, exc)
             await _reset(stream)
 
-    async def _on_submit_stream(self, stream: object) -> None:
-        """Miners and the subnet owner hand items to a validator here: one reply per frame."""
-        from validator_node.pipeline.messages import SUBMIT_TYPES
-        from wire.codec import decode_any
-
-        reader = FrameReader(stream, MAX_SUBMIT_FRAME)  # type: ignore[arg-type]
-        try:
-            while True:
-                with trio.fail_after(30):
-                    data = await reader.read_frame()
-                if data is None:
-                    break
-                try:
-                    item = decode_any(data, SUBMIT_TYPES)
-                    reason = self.on_submit(item) if self.on_submit else "not accepting"
-                except WireError as exc:
-                    self.metrics.inc("items_refused_total", kind="malformed")
-                    reason = f"malformed: {exc}"
-                await write_frame(stream, b"ok" if reason is None else f"refused: {reason}".encode())  # type: ignore[arg-type]
-        except (FrameError, trio.TooSlowError) as exc:
-            self.metrics.inc("items_refused_total", kind="bad_frame")
-            log.info("submit stream refused: %s", exc)
-            await _reset(stream)
-        except Exception as exc:
-            log.debug("submit stream ended: %s", exc)
-            await _reset(stream)
-        else:
-            with contextlib.suppress(Exception):
-                await stream.close()  # type: ignore[attr-defined]
-
     async def _on_checkpoint_stream(self, stream: object) -> None:
-        """Serve our newest checkpoint (verifiable by the requester: see pipeline/snapshot.py)."""
+        """Serve our newest checkpoint (verifiable by the requester: see pipeline/snapshot.py).
+
+        Any peer may ask (a joiner has no link yet), so: at most `checkpoint_streams` served at
+        once in total and one per peer, and a per-peer request rate; over either the requester
+        gets `refused: <reason>` and a reset. What is served comes from `_checkpoint_reply`."""
+        peer = stream.muxed_conn.peer_id.to_string()  # type: ignore[attr-defined]
         try:
-            with trio.fail_after(60):
-                request = await FrameReader(stream, 64).read_frame()  # type: ignore[arg-type]
-                if request == b"genesis":  # the record and a certified block naming its hash
-                    await write_frame(stream, (self.genesis() if self.genesis else None) or b"")  # type: ignore[arg-type]
-                    self.metrics.inc("genesis_served_total")
-                    await stream.close()  # type: ignore[attr-defined]
+            with self._checkpoint_streams.hold(peer):
+                if not self._checkpoint_rate.allow(peer, requests=1):
+                    await self._refuse(stream, "checkpoint", "rate limited", peer)
                     return
-                if request != b"latest":
-                    raise FrameError(f"unknown checkpoint request {request!r}")
-                data = self.checkpoint() if self.checkpoint else None
-                await write_frame(stream, data or b"")  # type: ignore[arg-type]
-                self.metrics.inc("checkpoints_served_total")
+                await self._serve_checkpoint(stream)
+        except OverLimit:
+            await self._refuse(stream, "checkpoint", "busy", peer)
+
+    async def _serve_checkpoint(self, stream: object) -> None:
+        try:
+            with trio.fail_after(10):
+                request = await FrameReader(stream, 64).read_frame()  # type: ignore[arg-type]
+            data = await self._checkpoint_reply(request)
+            with trio.fail_after(60):
+                await write_frame(stream, data)  # type: ignore[arg-type]
                 await stream.close()  # type: ignore[attr-defined]
         except Exception as exc:
             log.debug("checkpoint stream ended: %s", exc)
             await _reset(stream)
+
+    async def _checkpoint_reply(self, request: bytes | None) -> bytes:
+        """The reply to one request on the checkpoint protocol (b"" when we have nothing):
+        `latest` is our newest checkpoint, `genesis` the genesis record with a certified block
+        naming its hash (node.genesis); both under the same stream and rate bounds."""
+        if request == b"genesis":
+            self.metrics.inc("genesis_served_total")
+            return (self.genesis() if self.genesis else None) or b""
+        if request != b"latest":
+            raise FrameError(f"unknown checkpoint request {request!r}")
+        self.metrics.inc("checkpoints_served_total")
+        return await self._latest_checkpoint() or b""
+
+    async def _latest_checkpoint(self) -> bytes | None:
+        """Our newest checkpoint, read off the event loop at most once per `checkpoint_cache_s`
+        and shared by every request meanwhile (one copy in memory however many are served)."""
+        if self.checkpoint is None:
+            return None
+        async with self._checkpoint_lock:
+            now = trio.current_time()
+            cached = self._checkpoint_cache
+            if cached is None or now - cached[0] >= self.limits.checkpoint_cache_s:
+                self._checkpoint_cache = None  # let the old copy go before reading the new one
+                data = await trio.to_thread.run_sync(self.checkpoint)
+                cached = self._checkpoint_cache = (trio.current_time(), data)
+            return cached[1]
 
     async def request_checkpoint(self, peer_id: str) -> bytes | None:
         from libp2p.custom_types import TProtocol
@@ -347,6 +398,8 @@ class ConsensusTransport:
             await write_frame(stream, b"latest")
             data = await FrameReader(stream, MAX_CHECKPOINT_FRAME).read_frame()
             await stream.close()
+        if data is not None and data.startswith(b"refused: "):  # never a checkpoint's first bytes
+            raise CheckpointRefused(data.decode(errors="replace"))
         return data or None
 
     async def _receive_attestation(self, reader: FrameReader, remote_peer_id: bytes) -> bytes:
@@ -379,7 +432,7 @@ class ConsensusTransport:
             self.on_link(hotkey, peer_id)
         try:
             with link.cancel:
-                await self._pump(stream, reader, recv, hotkey)
+                await self._pump(stream, reader, recv, link)
         finally:
             if self.book.links.get(hotkey) is link:
                 del self.book.links[hotkey]
@@ -390,14 +443,19 @@ class ConsensusTransport:
             await _reset(stream)
 
     async def _pump(
-        self, stream: object, reader: FrameReader, recv: trio.MemoryReceiveChannel[bytes], hotkey: bytes
+        self, stream: object, reader: FrameReader, recv: trio.MemoryReceiveChannel[bytes], link: Link
     ) -> None:
+        hotkey = link.hotkey
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, stream, recv)
+            nursery.start_soon(self._writer, stream, recv, link)
             while True:
                 data = await reader.read_frame()
                 if data is None:
                     break
+                # the budget is checked before anything decodes or verifies the frame
+                if not self._link_budgets.allow(hotkey, frames=1, bytes=len(data)):
+                    self._over_budget("consensus", "rate", hotkey.hex())
+                    continue
                 self.metrics.inc("p2p_received_total")
                 await self.inbound.send((hotkey, data))
             nursery.cancel_scope.cancel()
@@ -413,10 +471,17 @@ class ConsensusTransport:
                 self.metrics.inc("p2p_peers_refused_total", reason="permit_revoked")
                 link.cancel.cancel()
 
-    async def _writer(self, stream: object, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _writer(self, stream: object, recv: trio.MemoryReceiveChannel[bytes], link: Link) -> None:
         async for data in recv:
-            await write_frame(stream, data)  # type: ignore[arg-type]
+            try:
+                await write_frame(stream, data)  # type: ignore[arg-type]
+            finally:
+                link.queued -= len(data)
             self.metrics.inc("p2p_sent_total")
+
+
+class CheckpointRefused(Exception):
+    """The peer refused our checkpoint request (busy or rate limited): ask another."""
 
 
 async def _reset(stream: object) -> None:

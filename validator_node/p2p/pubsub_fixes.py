@@ -177,6 +177,79 @@ class AdmittedPubsub(Pubsub):
                     await stream.reset()
                 raise
 
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        # py-libp2p 0.8.1 verifies the Ed25519 signature (strict signing) before it runs the
+        # topic validator, where our admission check lives: any connected stranger could make
+        # us verify signatures at line rate. Refuse it first; our own publishes pass.
+        if msg_forwarder != self.my_id:
+            reason = self._not_admitted(msg_forwarder, msg)
+            if reason is not None:
+                self._metrics.inc("gossip_refused_total", reason="not_admitted")
+                log.debug(
+                    "gossip: dropped a message from peer %s before any signature work: %s",
+                    msg_forwarder.to_string()[-12:],
+                    reason,
+                )
+                return
+        await super().push_msg(msg_forwarder, msg)
+
+    def _not_admitted(self, forwarder: ID, msg: rpc_pb2.Message) -> str | None:
+        if not self._admitted(forwarder.to_string()):
+            return "the forwarding peer is not an admitted validator"
+        if msg.from_id == forwarder.to_bytes():
+            return None
+        try:
+            origin = ID(msg.from_id).to_string()
+        except Exception:
+            return "the message has no valid origin peer id"
+        if not self._admitted(origin):
+            return f"the origin {origin[-12:]} is not an admitted validator"
+        return None
+
+    # --- streams left over from a previous connection ---------------------------------------
+
+    def _stale(self, peer_id: ID) -> bool:
+        """Our outbound pubsub stream to `peer_id` rides a connection that is closed."""
+        stream = self.peers.get(peer_id)
+        if stream is None:
+            return False
+        muxed = getattr(stream, "muxed_conn", None)
+        return muxed is None or bool(getattr(muxed, "is_closed", False))
+
+    def _drop_stale(self, peer_id: ID) -> None:
+        # Only our outbound side: the peer's subscriptions (learnt on its stream to us, which
+        # may well be on the live connection) are kept; a fresh stream re-sends our hello.
+        del self.peers[peer_id]
+        queue = self.peer_queues.pop(peer_id, None)
+        if queue is not None:
+            queue.close()
+        self._replayed_recent_topics.pop(peer_id, None)
+        with contextlib.suppress(Exception):
+            self.router.remove_peer(peer_id)
+        self._metrics.inc("gossip_stale_streams_total")
+        log.info(
+            "gossip: replacing a pubsub stream to peer %s left from a closed connection",
+            peer_id.to_string()[-12:],
+        )
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        # py-libp2p 0.8.1 skips a peer that is still listed; after a hang-up and redial the
+        # listing can be the stream of the old connection (the dead-peer handler keeps it when
+        # the new connection is already up), so gossip to that peer stopped for good
+        if self._stale(peer_id):
+            self._drop_stale(peer_id)
+        await super()._handle_new_peer(peer_id)
+
+    def replace_stale_streams(self) -> None:
+        """Once a second: a listed stream whose connection closed is dropped, and reopened
+        while the peer is still connected on another connection."""
+        for peer_id in [p for p in list(self.peers) if self._stale(p)]:
+            if self._peer_is_connected(peer_id):
+                self._drop_stale(peer_id)
+                self._schedule_peer_stream_retry(peer_id)
+            else:
+                self._handle_dead_peer(peer_id)
+
     def handle_subscription(self, origin_id: ID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
         if sub_message.topicid == self._topic:
             if sub_message.subscribe and not self._admitted(origin_id.to_string()):
