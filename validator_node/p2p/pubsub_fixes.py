@@ -73,8 +73,9 @@ class AdmittedRouter(GossipSub):
         pubsub = self.pubsub
         if pubsub is not None and msg_forwarder == origin == pubsub.my_id:
             for topic in topic_ids:
-                mesh = self.mesh.get(topic, set())
-                room = self.degree - len(mesh)
+                # the peers the library picked for the topic: its mesh, or (not subscribed) fanout
+                picked = self.mesh[topic] if topic in self.mesh else self.fanout.get(topic, set())
+                room = self.degree - len(picked)
                 if room <= 0:
                     continue
                 extra = [
