@@ -79,6 +79,14 @@ Settings, and why (py-libp2p 0.8.1 facts measured in research/deps.md §2, or re
 * Shutdown: pubsub and the router stop before the host (run() is nested inside `host.run`),
   and a `Nursery is closed to new arrivals` raised by a pubsub stream handler while stopping is
   absorbed instead of escaping `host.run`. The seen cache's sweeper thread is stopped.
+* Reconnects (a hang-up and redial between two validators, 20 times in
+  tests/node/test_gossip_reconnect.py): a pubsub stream left on the closed connection is
+  replaced (py-libp2p skipped a peer still listed, so gossip to it stopped for good), and our
+  own publishes go to at least `degree` admitted topic peers, topping the mesh up from the
+  others, as rust-libp2p and js-libp2p-gossipsub do: a reconnected peer is out of the mesh until
+  the next heartbeat GRAFTs it, and an item published in that second never reached it (the
+  GRAFT does not resend; a republish is a duplicate under content ids). With up to `degree`
+  validators that sends each own message to all of them, as the mesh already did.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import trio
@@ -65,6 +66,37 @@ class AdmittedRouter(GossipSub):
         is read only by that update, so without it the log is kept empty."""
         if not self.adaptive_gossip_enabled:
             self.recent_message_deliveries.clear()
+
+    def _get_peers_to_send(
+        self, topic_ids: Iterable[str], msg_forwarder: ID, origin: ID, msg_id: bytes | None = None
+    ) -> Iterator[ID]:
+        # py-libp2p 0.8.1 sends a message we publish to our mesh peers only. After a peer
+        # reconnects, it is back in the topic (stream open, subscription known) but out of our
+        # mesh until the next heartbeat GRAFTs it, and that GRAFT does not resend: an item we
+        # publish in that window never reaches it (the IHAVE gossip goes to non-mesh peers,
+        # and a republish is a duplicate under content ids). With two validators that is every
+        # item accepted in the second after a redial. As rust-libp2p (#5578) and
+        # js-libp2p-gossipsub (#493) do, our own publishes go to at least `degree` admitted
+        # topic peers: the mesh, topped up from the others. Relayed messages are unchanged.
+        chosen = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
+        pubsub = self.pubsub
+        if pubsub is not None and msg_forwarder == origin == pubsub.my_id:
+            for topic in topic_ids:
+                # the peers the library picked for the topic: its mesh, or (not subscribed) fanout
+                picked = self.mesh[topic] if topic in self.mesh else self.fanout.get(topic, set())
+                room = self.degree - len(picked)
+                if room <= 0:
+                    continue
+                extra = [
+                    p
+                    for p in pubsub.peer_topics.get(topic, ())
+                    if p not in chosen
+                    and p in pubsub.peers
+                    and p in self.peer_protocol
+                    and self._admitted(p.to_string())
+                ]
+                chosen.update(random.sample(extra, min(room, len(extra))))
+        yield from chosen
 
     async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
         # not pruned (a PRUNE imposes a 60 s backoff, and a validator whose handshake is still
