@@ -29,6 +29,15 @@ still precedes the stream's first data frame. The reader therefore keeps reading
 are blocked. The queue is bounded (`MAX_OWED`): past it the reader waits as before, which is
 back-pressure on a peer that opens streams or pings faster than it reads our replies.
 
+3. A receive window that is not enforced. The reader appends every DATA frame to its stream's
+buffer and, when the peer has sent past the window it was granted, logs a warning and keeps the
+data: a peer that ignores the window can park any amount of memory on one stream we do not read
+(30 MB on an idle stream in a second, `tests/dht/test_yamux_window.py`). The yamux spec makes an
+overrun a protocol error, and go-yamux ends the session on it ("recv window exceeded"). Fix: the
+stream's `recv_window` going negative marks the connection as ending; the reader stops after
+that frame and the connection is closed. What one connection can park is therefore its streams'
+granted windows (each at most `MAX_WINDOW_SIZE`, 16 MiB) plus one frame.
+
 Also: why a connection ended (`end_reason`), for the logs and the DHT test harness, which fails
 a test that loses a connection and names the cause.
 """
@@ -41,7 +50,7 @@ from collections import deque
 
 import trio
 from libp2p.io.exceptions import ConnectionClosedError
-from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, Yamux
+from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, Yamux, YamuxStream
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +98,31 @@ def _owed(self: Yamux) -> deque[bytes]:
 
 
 async def _handle_incoming(self: Yamux) -> None:
-    """Yamux.handle_incoming, with its task remembered: that task's writes are queued."""
+    """Yamux.handle_incoming, with its task remembered (that task's writes are queued), and the
+    connection closed when the peer overran a receive window (fix 3)."""
     self.__dict__["_bt_reader"] = trio.lowlevel.current_task()
     await _original_handle_incoming(self)
+    if self.__dict__.get("_bt_overrun") and not self.event_closed.is_set():
+        log.warning("yamux: %s; connection closed", self.__dict__.get("_bt_end"))
+        await self._cleanup_on_error()
+
+
+def _get_recv_window(stream: YamuxStream) -> int:
+    return int(stream.__dict__.get("_bt_recv_window", 0))
+
+
+def _set_recv_window(stream: YamuxStream, value: int) -> None:
+    """The library subtracts each DATA frame from the window and, below zero, only warns: here a
+    negative window ends the connection (the reader's loop stops after this frame)."""
+    if value < 0:
+        conn = stream.muxed_conn
+        if not conn.__dict__.get("_bt_overrun"):
+            conn.__dict__["_bt_overrun"] = True
+            conn.__dict__.setdefault(
+                "_bt_end", f"peer overran stream {stream.stream_id}'s receive window by {-value} bytes"
+            )
+            conn.event_shutting_down.set()
+    stream.__dict__["_bt_recv_window"] = value
 
 
 async def _write_frame(self: Yamux, data: bytes) -> None:
@@ -159,3 +190,4 @@ def install() -> None:
         Yamux._write_frame = _write_frame  # type: ignore[method-assign]
         Yamux.handle_incoming = _handle_incoming  # type: ignore[method-assign]
         Yamux._cleanup_on_error = _cleanup_on_error  # type: ignore[method-assign]
+        YamuxStream.recv_window = property(_get_recv_window, _set_recv_window)  # type: ignore[assignment]

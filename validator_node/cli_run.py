@@ -10,6 +10,7 @@ file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sqlite3
@@ -121,7 +122,22 @@ def open_chain(opts: dict[str, Any], data_dir: Path) -> Any:
     return SubtensorChain(opts["netuid"], network)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives threads that allocate their own malloc arena (up to 8 per core) and keeps
+    what is freed in each: in the memory soak a node's worker threads (SQLite off the event loop,
+    checkpoint reads, the heap tracer) held 21-26 MB of free heap, growing, against 5-7 MB with
+    two arenas. Called before any thread starts; an operator's own MALLOC_ARENA_MAX wins."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    m_arena_max = -8  # glibc's malloc.h
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to tune
+        ctypes.CDLL(None).mallopt(m_arena_max, arenas)
+
+
 def run_command(args: argparse.Namespace) -> int:
+    limit_malloc_arenas()
     opts = resolve_options(args)
     setup_logging(args.logging_debug, args.logging_json)
     log = logging.getLogger("validator_node")
