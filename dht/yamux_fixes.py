@@ -1,4 +1,4 @@
-"""py-libp2p 0.8.1's yamux, fixed in two ways that each used to cost a whole connection.
+"""py-libp2p 0.8.1's yamux, fixed where it cost a whole connection or unbudgeted memory.
 
 1. A cancelled frame write. Yamux writes a frame through the Noise session: `encrypt` advances
 the session's nonce synchronously, then the ciphertext is written with awaits in between (a lock,
@@ -38,6 +38,27 @@ stream's `recv_window` going negative marks the connection as ending; the reader
 that frame and the connection is closed. What one connection can park is therefore its streams'
 granted windows (each at most `MAX_WINDOW_SIZE`, 16 MiB) plus one frame.
 
+4. A receive window that grows for anyone, and for nothing. py-libp2p doubles a stream's window
+on every read that finds slack within 4 round trips, so the few small reads of protocol
+negotiation already grant the peer 4 MiB on a stream nobody has read from; and it auto-tunes up
+to 16 MiB whoever the peer is. On the submit protocol (open to anyone) a stream that read one
+large frame then lets its sender park the next 16 MiB in our buffer before the frame's header
+is checked against the node's in-flight budget. Fix: window updates follow go-yamux's
+`sendWindowUpdate` (credit back to the target once half of it is free; double the target only
+when such an update comes within 4 RTTs), and `cap_receive_window(stream, limit)` bounds one
+stream's target; the submit server caps its streams at `SUBMIT_WINDOW`, so what they can park
+outside the in-flight budget is `submit_streams` x that cap (`tests/dht/test_yamux_window.py`).
+
+5. Unread bytes of a dead stream kept for up to 90 s. A stream reset (by either side) or closed
+both ways with unread data keeps its buffer until a sweeper, every 30 s, drops streams closed for
+60 s. A peer that opens streams, fills their 256 KiB window and resets them parks 256 KiB per
+stream for that long: with the submit server refusing busy streams, the adversary run's junk
+flood drove validator 0's live heap to 870 MB in 20 s. Fix: a reset stream's buffer is dropped
+at once (the yamux spec: a reset discards; go-yamux's Read returns ErrStreamReset), and a
+stream closed both ways keeps unread data for `STALE_STREAM_GRACE_S`, swept every
+`STALE_STREAM_SWEEP_S` (a live reader drains a window in milliseconds), so what closed streams
+can hold is what the peer sends in that time (`tests/dht/test_yamux_window.py`).
+
 Also: why a connection ended (`end_reason`), for the logs and the DHT test harness, which fails
 a test that loses a connection and names the cause.
 """
@@ -50,7 +71,8 @@ from collections import deque
 
 import trio
 from libp2p.io.exceptions import ConnectionClosedError
-from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, Yamux, YamuxStream
+from libp2p.stream_muxer.yamux import yamux as yamux_module
+from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, MAX_WINDOW_SIZE, Yamux, YamuxStream
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +87,11 @@ WRITE_DEADLINE = 10.0
 MAX_OWED = 1024
 
 _original_handle_incoming = Yamux.handle_incoming
+_original_finalize_stream_locked = Yamux._finalize_stream_locked
+
+#: How long a stream closed both ways keeps unread data, and how often that is checked (fix 5).
+STALE_STREAM_GRACE_S = 10.0
+STALE_STREAM_SWEEP_S = 2.0
 _original_cleanup_on_error = Yamux._cleanup_on_error
 
 
@@ -105,6 +132,46 @@ async def _handle_incoming(self: Yamux) -> None:
     if self.__dict__.get("_bt_overrun") and not self.event_closed.is_set():
         log.warning("yamux: %s; connection closed", self.__dict__.get("_bt_end"))
         await self._cleanup_on_error()
+
+
+def cap_receive_window(stream: object, limit: int) -> None:
+    """Never let this stream's receive window grow past `limit` bytes (fix 4). Takes the stream a
+    protocol handler gets (a NetStream over yamux) or a YamuxStream; other muxers are left alone."""
+    muxed = getattr(stream, "muxed_stream", stream)
+    if isinstance(muxed, YamuxStream):
+        muxed.__dict__["_bt_max_window"] = limit
+        muxed.target_recv_window = min(muxed.target_recv_window, limit)
+
+
+async def _auto_tune_and_send_window_update(self: YamuxStream, *, bytes_read: int = 0) -> None:
+    """The window update after a read, as go-yamux's `sendWindowUpdate` does it (fix 4): credit
+    the peer back up to the stream's target only once half of it is free, and double the target
+    (up to the stream's cap) only when such an update comes within 4 round trips of the last."""
+    del bytes_read  # recomputed from what is granted and buffered, not counted per read
+    cap = self.__dict__.get("_bt_max_window", MAX_WINDOW_SIZE)
+    async with self.window_lock:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        current = self.recv_window + buffered
+        target = min(self.target_recv_window, cap)
+        if target - current < target // 2:
+            return
+        now = trio.current_time()
+        rtt = self._effective_rtt()
+        if rtt > 0 and now - self.epoch_start < rtt * 4:
+            target = min(target * 2, cap)
+        self.target_recv_window = target
+        self.epoch_start = now
+        delta = target - current
+        self.recv_window += delta
+    await self.send_window_update(delta, skip_lock=True)
+
+
+def _finalize_stream_locked(self: Yamux, stream: YamuxStream, *, fully_closed: bool) -> None:
+    """Yamux._finalize_stream_locked, dropping a reset stream's unread bytes first (fix 5): the
+    library keeps the entry while its buffer is non-empty, and nobody may read a reset stream."""
+    if fully_closed and stream.reset_received and self.stream_buffers.get(stream.stream_id):
+        self.stream_buffers[stream.stream_id] = bytearray()
+    _original_finalize_stream_locked(self, stream, fully_closed=fully_closed)
 
 
 def _get_recv_window(stream: YamuxStream) -> int:
@@ -191,3 +258,7 @@ def install() -> None:
         Yamux.handle_incoming = _handle_incoming  # type: ignore[method-assign]
         Yamux._cleanup_on_error = _cleanup_on_error  # type: ignore[method-assign]
         YamuxStream.recv_window = property(_get_recv_window, _set_recv_window)  # type: ignore[assignment]
+        YamuxStream._auto_tune_and_send_window_update = _auto_tune_and_send_window_update  # type: ignore[method-assign]
+        Yamux._finalize_stream_locked = _finalize_stream_locked  # type: ignore[method-assign]
+        yamux_module._STALE_STREAM_GRACE_SECONDS = STALE_STREAM_GRACE_S
+        yamux_module._STALE_STREAM_SWEEP_INTERVAL = STALE_STREAM_SWEEP_S
