@@ -133,8 +133,7 @@ async def outsider(addr: str, seconds: float, counts: dict[str, int], forged: li
                 stream = await host.new_stream(info.peer_id, [TProtocol(SUBMIT_PROTOCOL)])
                 reader = FrameReader(stream, 64 * 1024)
                 while True:
-                    await write_frame(stream, next(frames))
-                    reply = await reader.read_frame()
+                    reply = await exchange(stream, reader, next(frames))
                     if reply is None or reply.startswith(b"refused: busy"):
                         bump(counts, f"{kind}_busy")
                         break
@@ -143,6 +142,16 @@ async def outsider(addr: str, seconds: float, counts: dict[str, int], forged: li
             except Exception:
                 bump(counts, f"{kind}_reset")
                 await trio.sleep(0.05)
+
+    async def exchange(stream: Any, reader: FrameReader, data: bytes) -> bytes | None:
+        """Write a frame while reading the reply, as a real client must: a server that refuses
+        a frame from its header replies before reading the body (and the stream's window then
+        stops the write)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_frame, stream, data)
+            reply = await reader.read_frame()
+            nursery.cancel_scope.cancel()
+        return reply
 
     def junk_frames() -> Iterator[bytes]:
         while True:

@@ -5,6 +5,12 @@ be 17 MiB (a large submission), so what a stream can hold is capped: streams ope
 total and per peer, and bytes of frames being read or handled at once, in total and per peer
 (reserved from the frame's header before its body is buffered). Over a cap the stream gets
 `refused: busy: ...` and is closed; the refusal is counted in `p2p_over_budget_total`.
+
+Bytes the muxer buffers before a frame's header is read are outside that reservation, so each
+stream's yamux receive window is capped at `SUBMIT_WINDOW` (py-libp2p would grow it to 16 MiB for
+any peer that keeps us reading): all submit streams together park at most
+`submit_streams` x `SUBMIT_WINDOW` beyond the in-flight budget. At 1 MiB a 17 MiB submission still
+crosses a 100 ms round trip in under 2 s.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from dht.yamux_fixes import cap_receive_window
 from validator_node.metrics import Metrics
 from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
@@ -23,6 +30,7 @@ from wire.errors import WireError
 log = logging.getLogger("validator_node.p2p")
 
 MAX_SUBMIT_FRAME = 17 * 1024 * 1024
+SUBMIT_WINDOW = 1024 * 1024
 FRAME_TIMEOUT = 30.0  # a frame's header, and then its body, must arrive within this
 
 
@@ -46,6 +54,7 @@ class SubmitServer:
 
     async def handle(self, stream: object) -> None:
         peer = stream.muxed_conn.peer_id.to_string()  # type: ignore[attr-defined]
+        cap_receive_window(stream, SUBMIT_WINDOW)
         try:
             with self.streams.hold(peer):
                 await self._serve(stream, peer)
