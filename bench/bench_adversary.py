@@ -260,7 +260,8 @@ def main() -> None:
         rss1 = {v.index: rss_mb(net.pid(v)) for v in net.honest}
         time.sleep(1.0)  # metrics are written every half second
         refused = {
-            p: metric(root, target, "p2p_over_budget_total", protocol=p) for p in ("checkpoint", "submit")
+            p: metric(root, target, "p2p_over_budget_total", protocol=p)
+            for p in ("streams", "checkpoint", "submit")
         }
         link = {v.index: metric(root, v, "p2p_over_budget_total", protocol="consensus") for v in net.honest}
         sends = {

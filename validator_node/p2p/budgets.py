@@ -234,6 +234,14 @@ class P2PLimits:
     **Submit protocol** (miners and the owner, anyone): `submit_streams` open at once in total,
     `submit_streams_per_peer` per peer, and `submit_inflight_bytes` of frames being read or
     handled at once in total (a frame may be 17 MiB: without this, 64 streams could hold 1 GiB).
+
+    **Streams opened by peers that are not admitted validators** (checked before the stream's
+    protocol is negotiated, `p2p/swarm_fixes.py`): `stream_opens_per_peer` per peer id and
+    `stream_opens` over all of them; over either the stream is reset. Honest non-validators open
+    few: a miner one per submission, a joiner one checkpoint and genesis request, and its DHT
+    lookups a few per decided block it fetches, well under 32/s from any one peer. Admitted
+    validators are not counted here (their links have the budgets above, and their DHT and gossip
+    streams are part of running the network).
     """
 
     link_frames: Rate = Rate(per_s=128, burst=512)
@@ -246,4 +254,6 @@ class P2PLimits:
     submit_streams_per_peer: int = 4
     submit_inflight_bytes: int = 64 * MiB
     submit_inflight_bytes_per_peer: int = 36 * MiB
+    stream_opens_per_peer: Rate = Rate(per_s=32, burst=128)
+    stream_opens: Rate = Rate(per_s=256, burst=1024)
     max_peers: int = 4096  # per-peer tables evict their least recently used peer beyond this

@@ -36,7 +36,7 @@ from validator_node.p2p.attestation import AttestationRefused, attest, check_att
 from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits, PeerBudgets, RateLimitedLog
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
 from validator_node.p2p.submit_server import SubmitServer
-from validator_node.p2p.swarm_fixes import release_inbound_handlers
+from validator_node.p2p.swarm_fixes import gate_inbound_streams, release_inbound_handlers
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope
 from wire.errors import WireError
@@ -134,6 +134,7 @@ class ConsensusTransport:
             muxer_preference="YAMUX",
         )
         release_inbound_handlers(self.host.get_network())  # else each inbound connection leaks
+        gate_inbound_streams(self.host.get_network(), self._admit_stream)
         self.listen = multiaddr.Multiaddr(f"/ip4/{listen_host}/tcp/{listen_port}")
         self.permitted = permitted
         self.current_block = current_block
@@ -168,10 +169,28 @@ class ConsensusTransport:
             {"requests": lim.checkpoint_per_peer}, clock, lim.max_peers
         )
         self._checkpoint_streams: ConcurrencyLimit[str] = ConcurrencyLimit(lim.checkpoint_streams, 1)
+        self._stream_opens: PeerBudgets[str] = PeerBudgets(
+            {"streams": lim.stream_opens_per_peer}, clock, lim.max_peers
+        )
+        self._stream_opens_total: PeerBudgets[str] = PeerBudgets({"streams": lim.stream_opens}, clock, 1)
         self._checkpoint_cache: tuple[float, bytes | None] | None = None
         self._checkpoint_lock = trio.Lock()
         self.submit_server = SubmitServer(self.on_submit, self.metrics, lim, self._refuse)
         self._budget_log = RateLimitedLog(clock)
+
+    def _admit_stream(self, peer_id: object) -> bool:
+        """May this peer open one more stream? Validators always; anyone else within the
+        stream-open budgets (`P2PLimits`), per peer id and over all of them."""
+        peer = peer_id.to_string()  # type: ignore[attr-defined]
+        if peer in self.admitted:
+            return True
+        if not self._stream_opens.allow(peer, streams=1):
+            self._over_budget("streams", "stream opens per peer", peer)
+            return False
+        if not self._stream_opens_total.allow("all", streams=1):
+            self._over_budget("streams", "stream opens in total", peer)
+            return False
+        return True
 
     def _over_budget(self, protocol: str, reason: str, peer: str) -> None:
         """Count a refusal; log it once per peer and reason per 10 s (a flood logs one line)."""
