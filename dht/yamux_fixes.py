@@ -86,13 +86,13 @@ WRITE_DEADLINE = 10.0
 #: written: 12 KiB per connection at most.
 MAX_OWED = 1024
 
-_original_handle_incoming = Yamux.handle_incoming
-_original_finalize_stream_locked = Yamux._finalize_stream_locked
-
 #: How long a stream closed both ways keeps unread data, and how often that is checked (fix 5).
 STALE_STREAM_GRACE_S = 10.0
 STALE_STREAM_SWEEP_S = 2.0
+
+_original_handle_incoming = Yamux.handle_incoming
 _original_cleanup_on_error = Yamux._cleanup_on_error
+_original_finalize_stream_locked = Yamux._finalize_stream_locked
 
 
 def end_reason(muxed_conn: object) -> str:
