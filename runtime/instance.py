@@ -55,9 +55,38 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+#: frames named in a trap's message (innermost first); a deeper stack ends in "..."
+TRAP_FRAMES = 6
+
+
+def describe_trap(exc: wasmtime.Trap) -> str:
+    """The trap's reason and where it happened, on one line.
+
+    wasmtime's text starts `error while executing at wasm backtrace:` and puts the reason last,
+    after the frames, so its first line says nothing: an author needs "unreachable executed in
+    `parse`", not the header. Only the error kind goes into attestations, so this text is free
+    to change between versions."""
+    text = str(exc).strip()
+    caused = text.rsplit("Caused by:", 1)[1].strip() if "Caused by:" in text else ""
+    reason = caused.splitlines()[-1].strip() if caused else text.splitlines()[0] if text else "trap"
+    reason = reason.removeprefix("wasm trap: ")
+    try:
+        frames = list(exc.frames or ())
+    except Exception:  # frames are a diagnostic only: never let reading them fail the evaluation
+        frames = []
+    where = []
+    for f in frames[:TRAP_FRAMES]:
+        name = f.func_name or f"func {f.func_index}"
+        where.append(f"{name} @0x{f.module_offset:x}")
+    if len(frames) > TRAP_FRAMES:
+        where.append("...")
+    msg = reason + (f" (in {' <- '.join(where)})" if where else "")
+    return msg[:300]
+
+
 def classify_trap(exc: wasmtime.Trap, memory_peak: int, policy: Policy) -> tuple[str, str]:
     code = exc.trap_code
-    msg = _first_line(exc)
+    msg = describe_trap(exc)
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
         return errors.OUT_OF_FUEL, f"fuel budget of {policy.fuel} exhausted"
     if code == wasmtime.TrapCode.INTERRUPT:

@@ -139,7 +139,7 @@ def validate_and_compile(
         if imp.name not in policy.host_functions:
             raise ModuleRejected(
                 errors.FORBIDDEN_IMPORT,
-                f"import {where} is not allowed by the policy (allowed: {', '.join(policy.host_functions)})",
+                f"import {where} is not allowed by the policy ({_allowed(policy.host_functions)})",
             )
         if not isinstance(ty, wasmtime.FuncType):
             raise ModuleRejected(errors.FORBIDDEN_IMPORT, f"import {where} must be a function")
@@ -233,3 +233,10 @@ def _probe_abi_version(se: SandboxEngine, module: wasmtime.Module, policy: Polic
     if out.error is not None:
         raise ModuleRejected(out.error[0], f"calling abi_version() failed: {out.error[1]}")
     return int(out.value)
+
+
+def _allowed(names: tuple[str, ...] | list[str]) -> str:
+    """The policy's host functions as an author reads them; an empty list says so in words."""
+    if not names:
+        return "the policy allows no host functions: list them in [policy] host_functions"
+    return "allowed: " + ", ".join(names)

@@ -70,6 +70,35 @@ def _read(path: str, what: str) -> bytes | None:
         return None
 
 
+WASM_MAGIC = b"\0asm"
+
+
+def _read_module(path: str) -> bytes | None:
+    """A module file's bytes; WAT text is compiled with wat2wasm first (and the author told so).
+
+    The network only ever sees binary modules (a manifest names the binary's sha256), so what is
+    inspected or tested is the compiled binary, exactly as `challenge build` would write it."""
+    data = _read(path, "module")
+    if data is None or data.startswith(WASM_MAGIC) or not _looks_like_wat(data):
+        return data
+    import wasmtime
+
+    try:
+        wasm = bytes(wasmtime.wat2wasm(data.decode("utf-8")))
+    except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
+        _err(f"{path} is neither a wasm binary nor valid WAT text: {str(exc).strip().splitlines()[0]}")
+        return None
+    print(f"note: {path} is WAT text; using its wat2wasm binary ({len(wasm)} bytes)", file=sys.stderr)
+    return wasm
+
+
+def _looks_like_wat(data: bytes) -> bool:
+    head = data[:4096].lstrip()
+    while head.startswith(b";;"):  # line comments before the module
+        head = head.split(b"\n", 1)[1].lstrip() if b"\n" in head else b""
+    return head.startswith(b"(")
+
+
 def _policy(path: str | None) -> Any:
     from runtime.policy import Policy, PolicyError
 
@@ -132,7 +161,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             write_vectors(spec.directory)  # the reference is the source of truth for expected scores
         vectors = read_vectors(spec.directory)
     except Exception as exc:  # an author's reference.py can raise anything
-        _err(f"cannot read vectors: {type(exc).__name__}: {exc}")
+        _err(f"cannot read vectors: {_where(exc, spec.directory)}{type(exc).__name__}: {exc}")
         return EXIT_FAIL
     bad = []
     for name, task, sub, want in vectors:
@@ -144,6 +173,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     for line in bad:
         _err(line)
     return EXIT_FAIL if bad else EXIT_OK
+
+
+def _where(exc: BaseException, directory: Path) -> str:
+    """`reference.py:12 in score: ` for the innermost frame in the author's own files (else '')."""
+    import traceback
+
+    root = directory.resolve()
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(root)
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{Path(f.filename).resolve().relative_to(root)}:{f.lineno} in {f.name}: "
 
 
 def _code(r: Any) -> int | None:
@@ -161,7 +204,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from runtime.errors import ModuleRejected
     from runtime.sandbox import Sandbox
 
-    wasm = _read(args.module, "module")
+    wasm = _read_module(args.module)
     policy = _policy(args.policy) if args.policy else _policy(None)
     if wasm is None or policy is None:
         return EXIT_USAGE
@@ -237,7 +280,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from runtime.errors import ModuleRejected
     from runtime.sandbox import EvalResult, Sandbox
 
-    wasm = _read(args.module, "module")
+    wasm = _read_module(args.module)
     task = _read(args.task, "task")
     sub = _read(args.submission, "submission")
     policy = _policy(args.policy)
@@ -250,6 +293,14 @@ def cmd_test(args: argparse.Namespace) -> int:
     if len(seed) != 32:
         _err("--seed must be 64 hex characters (32 bytes)")
         return EXIT_USAGE
+    from registry.manifest import MAX_TASK_BYTES
+
+    if len(task) > MAX_TASK_BYTES:
+        print(
+            f"note: the task is {len(task)} bytes; a manifest carries at most {MAX_TASK_BYTES} "
+            "(derive larger tasks inside the module from platform.seed)",
+            file=sys.stderr,
+        )
     sandbox = Sandbox()
     try:
         loaded = sandbox.load(wasm, policy)

@@ -137,3 +137,72 @@ def test_audit_verify(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert code == 1 and out.startswith("broken: record 5 (line 6): ")
     code, out, _ = run(capsys, "audit", "verify", "--file", str(path), "--json")
     assert json.loads(out)["broken_seq"] == 5
+
+
+# --- the author's error messages (issue 16): each names the reason and the place ---------------
+
+TRAPS_IN_PARSE = M.abi("(call $parse)", extra="(func $parse (result i64) unreachable)")
+
+
+def test_trap_names_reason_and_frames(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "m.wasm").write_bytes(M.wasm(TRAPS_IN_PARSE))
+    (tmp_path / "t").write_bytes(TASK)
+    code, out, _ = run(
+        capsys, "challenge", "test", str(tmp_path / "m.wasm"), "--task", str(tmp_path / "t"),
+        "--submission", str(tmp_path / "t"), "--json",
+    )  # fmt: skip
+    err = json.loads(out)["error"]
+    assert code == 0 and err["kind"] == "trap"
+    # wasmtime's own first line is "error while executing at wasm backtrace:": reason and frames instead
+    assert err["message"].startswith("wasm `unreachable` instruction executed (in parse @0x"), err
+
+
+def test_wat_text_is_compiled_for_inspect_and_test(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "m.wat").write_text(";; a comment first\n" + M.EXACT_ONE)
+    (tmp_path / "t").write_bytes(TASK)
+    code, out, err = run(capsys, "challenge", "inspect", str(tmp_path / "m.wat"), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["valid"] is True and doc["size"] == len(M.wasm(M.EXACT_ONE))
+    assert "is WAT text" in err
+    code, out, _ = run(
+        capsys, "challenge", "test", str(tmp_path / "m.wat"), "--task", str(tmp_path / "t"),
+        "--submission", str(tmp_path / "t"), "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["score"] == 1_000_000_000
+    (tmp_path / "bad.wat").write_text("(module (func $f (resultt i32)))")
+    code, _, err = run(capsys, "challenge", "inspect", str(tmp_path / "bad.wat"))
+    assert code == 2 and "neither a wasm binary nor valid WAT text" in err
+
+
+def test_policy_without_host_functions_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "m.wasm").write_bytes(M.wasm(M.GOOD))
+    (tmp_path / "p.toml").write_text("[policy]\nhost_functions = []\n")
+    code, out, _ = run(
+        capsys, "challenge", "inspect", str(tmp_path / "m.wasm"), "--policy", str(tmp_path / "p.toml")
+    )
+    assert code == 1
+    assert "(allowed: )" not in out and "the policy allows no host functions" in out
+
+
+def test_reference_error_names_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run(capsys, "challenge", "new", "ref", "--lang", "wat", "--dir", str(tmp_path))[0] == 0
+    d = tmp_path / "ref"
+    (d / "reference.py").write_text(
+        "def score(task, sub):\n    return 1 // 0\n\n\ndef vector_cases():\n    return [('a', b'x', b'y')]\n"
+    )
+    code, _, err = run(capsys, "challenge", "build", str(d))
+    assert code == 1 and "reference.py:2 in score: ZeroDivisionError" in err
+
+
+def test_task_over_the_manifest_cap_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from registry.manifest import MAX_TASK_BYTES
+
+    (tmp_path / "m.wasm").write_bytes(M.wasm(M.EXACT_ONE))
+    (tmp_path / "t").write_bytes(b"\0" * (MAX_TASK_BYTES + 1))
+    code, _, err = run(
+        capsys, "challenge", "test", str(tmp_path / "m.wasm"), "--task", str(tmp_path / "t"),
+        "--submission", str(tmp_path / "m.wasm"),
+    )  # fmt: skip
+    assert code == 0 and f"a manifest carries at most {MAX_TASK_BYTES}" in err
