@@ -8,6 +8,7 @@ hold or walk an unbounded pool. After each decided block `_prune` drops what can
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -141,6 +142,48 @@ class Intake:
         if full is not None:
             raise full
         self.registry_pool[key] = item
+
+    def registry_outlook(self, item: RegistryItem) -> str:
+        """What a pooled registry action will do, for the owner who just published it.
+
+        The action is applied, on a copy, to the registry as decided so far after the pooled
+        actions with lower nonces (in nonce order, as leaders take them), so a `deactivate` of a
+        challenge that is not active says so at once instead of a bare `ok` followed by silence.
+        The module's runtime validation is skipped here (`registry sign` ran it; the block rules
+        run it again): this is advice to the sender, never a rule a block depends on."""
+        from registry.state import RegistryError
+        from registry.state import apply as apply_action
+
+        def no_validation(_wasm: bytes, _policy: object) -> None:
+            return None
+
+        mine = registry_nonce(item)
+        earlier = sorted(
+            (i for i in self.registry_pool.values() if 0 <= registry_nonce(i) < mine),
+            key=registry_nonce,
+        )
+        modules = {
+            hashlib.sha256(i.module).digest(): i.module for i in (*earlier, item) if i.module is not None
+        }
+        height = self.tip_height + 1
+        state = self.state.registry
+        for other in earlier:
+            try:
+                state = apply_action(state, other.action, height, modules, no_validation)
+            except RegistryError:
+                continue  # it will be dropped as well; the owner hears about it from its own reply
+        after = f" after the {len(earlier)} pooled action(s) with lower nonces" if earlier else ""
+        try:
+            apply_action(state, item.action, height, modules, no_validation)
+        except RegistryError as exc:
+            return (
+                f"pooled, but on the registry as decided at height {self.tip_height}{after} it would be "
+                f"dropped: {exc.code}: {exc.message}"
+            )
+        return (
+            f"pooled; it applies on the registry as decided at height {self.tip_height}{after} "
+            "once a block carries it"
+        )
 
     def _offer_submission(self, env: SignedEnvelope) -> str | None:
         try:

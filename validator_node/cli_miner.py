@@ -39,7 +39,9 @@ def submit_command(args: argparse.Namespace) -> int:
         print(f"miner submit: could not reach {args.validator}: {exc}", file=sys.stderr)
         return 1
     print(reply)
-    return 0 if reply == "ok" else 1
+    from validator_node.p2p.submit_replies import accepted
+
+    return 0 if accepted(reply) else 1
 
 
 def submission_item(

@@ -31,7 +31,7 @@ from registry import (
     check_module,
     open_signed_manifest,
 )
-from registry.manifest import COMMAND_OPS, MANIFEST_OPS, ChallengeCommand
+from registry.manifest import COMMAND_OPS, MANIFEST_OPS, MAX_TASK_BYTES, ChallengeCommand
 from wire import WireError, decode, encode
 from wire.envelope import open_envelope
 from wire.keys import Hotkey, public_key_of, ss58_of
@@ -88,6 +88,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--netuid", type=int, required=True)
     p.add_argument("--op", choices=MANIFEST_OPS, default="add")
     p.add_argument("--out", help=f"output file (default: MANIFEST{SIGNED_SUFFIX})")
+    p.add_argument(
+        "--no-runtime",
+        dest="runtime",
+        action="store_false",
+        help="skip the runtime's module validation (the network still runs it: never for a real subnet)",
+    )
     add_key_arguments(p)
     p.set_defaults(func=_guard(cmd_sign))
 
@@ -175,18 +181,27 @@ def manifest_from_toml(path: Path, wasm: bytes) -> ChallengeManifest:
     if "policy" not in doc and isinstance(top.get("policy"), dict):
         doc["policy"] = top["policy"]  # a [policy] table beside [challenge] belongs to it
     sha, size = hashlib.sha256(wasm).digest(), len(wasm)
-    if "wasm_sha256" in doc and bytes.fromhex(str(doc.pop("wasm_sha256"))) != sha:
-        raise CliError(f"the manifest names module {sha.hex()[:16]}.., not the --wasm file")
-    if "wasm_size" in doc and int(doc.pop("wasm_size")) != size:
-        raise CliError("the manifest's wasm_size is not the --wasm file's size")
+    if "wasm_sha256" in doc and _hex(path, "wasm_sha256", doc.pop("wasm_sha256")) != sha:
+        raise CliError(f"the manifest names a module other than the --wasm file (sha256 {sha.hex()[:16]}..)")
+    if "wasm_size" in doc and str(doc.pop("wasm_size")) != str(size):
+        raise CliError(f"the manifest's wasm_size is not the --wasm file's size ({size})")
     if "emission_share" in doc:
         doc["emission_share_ppb"] = share_to_ppb(doc.pop("emission_share"))
     if "task_file" in doc:
-        doc["task"] = (path.parent / str(doc.pop("task_file"))).read_bytes()
+        task_path = path.parent / str(doc.pop("task_file"))
+        try:
+            doc["task"] = task_path.read_bytes()
+        except OSError as exc:  # missing, a folder, unreadable: one line, never a traceback
+            raise CliError(f"manifest {path}: task_file {task_path}: {exc.strerror or exc}") from None
     elif "task_hex" in doc:
-        doc["task"] = bytes.fromhex(str(doc.pop("task_hex")))
+        doc["task"] = _hex(path, "task_hex", doc.pop("task_hex"))
     elif isinstance(doc.get("task"), str):
         doc["task"] = str(doc["task"]).encode()
+    if isinstance(doc.get("task"), bytes) and len(doc["task"]) > MAX_TASK_BYTES:
+        raise CliError(
+            f"manifest {path}: the task is {len(doc['task'])} bytes; a manifest carries at most "
+            f"{MAX_TASK_BYTES} (derive larger tasks inside the module from platform.seed)"
+        )
     fields = set(ChallengeManifest.__dataclass_fields__) - {"wasm_sha256", "wasm_size"}
     unknown, missing = sorted(set(doc) - fields), sorted(fields - set(doc) - {"policy"})
     if unknown or missing:
@@ -203,12 +218,21 @@ def manifest_from_toml(path: Path, wasm: bytes) -> ChallengeManifest:
         raise CliError(f"manifest {path}: {exc}") from None
 
 
+def _hex(path: Path, key: str, value: object) -> bytes:
+    try:
+        return bytes.fromhex(str(value))
+    except ValueError as exc:
+        raise CliError(f"manifest {path}: {key} is not hex: {exc}") from None
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     wasm = _read(args.wasm)
     manifest = manifest_from_toml(Path(args.manifest), wasm)
     try:
         check_manifest(manifest, mechanism_count=256)  # the mechanism count is checked by `verify`
-        check_module(manifest, wasm, validate=lambda _w, _p: None)
+        # the runtime's own validation under the manifest's policy: a module the network would
+        # refuse is never signed (imports, exports, sizes, complexity: what validators check)
+        check_module(manifest, wasm, validate=None if args.runtime else (lambda _w, _p: None))
     except RegistryError as exc:
         raise CliError(f"refusing to sign: {exc}") from None
     key = load_key(args)
@@ -341,6 +365,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     import trio
 
     from validator_node.p2p.host import submit_items
+    from validator_node.p2p.submit_replies import accepted
     from validator_node.pipeline.messages import RegistryItem
 
     try:
@@ -357,9 +382,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"error: could not reach {args.validator}: {exc}", file=sys.stderr)
         return 1
-    print(
-        reply
-        if reply != "ok"
-        else f"ok: {action.op} handed to the validator; it applies once a block decides it"
-    )
-    return 0 if reply == "ok" else 1
+    if accepted(reply):
+        note = reply[4:] if reply.startswith("ok: ") else "pooled; it applies once a block decides it"
+        print(f"ok: {action.op} handed to the validator: {note}")
+        return 0
+    print(reply)
+    return 1

@@ -28,6 +28,7 @@ from validator_node.devnet_cluster import (
     submitted_weights,
     wait_until,
 )
+from validator_node.p2p.submit_replies import accepted
 
 __all__ = [
     "NETUID",
@@ -189,8 +190,8 @@ class Miners:
             except Exception as exc:
                 self.refused.append(f"validator{vi} unreachable: {exc}")
                 return
-            self.sent += sum(1 for r in replies if r == "ok")
-            self.refused += [r for r in replies if r != "ok"]
+            self.sent += sum(1 for r in replies if accepted(r))
+            self.refused += [r for r in replies if not accepted(r)]
 
         async def all_validators() -> None:
             # concurrently: a libp2p connect costs ~250 ms, and an epoch on a devnet is seconds
@@ -252,7 +253,11 @@ def run(
             statuses = [read_status(root, v) for v in vals]
             if not published and statuses[0] is not None and statuses[0]["height"] >= 1:
                 published = publish_registry(root, vals[0])
-                say(f"owner published {len(published)} registry actions: {sorted(set(published))}")
+                taken = sum(1 for r in published if accepted(r))
+                say(f"owner published {len(published)} registry actions: {taken} pooled")
+                for r in published:
+                    if not accepted(r) or "would be dropped" in r:
+                        say(f"  {r}")
             s0 = statuses[0]
             # miners hand submissions to every validator, so all must have applied the activation
             ready = all(

@@ -45,6 +45,7 @@ from validator_node.genesis import GenesisProof, GenesisRecord, genesis_hash
 from validator_node.genesis import resolve as resolve_genesis
 from validator_node.metrics import Metrics
 from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
+from validator_node.p2p.submit_replies import Accepted
 from validator_node.payloads import PayloadDuty, PayloadStore
 from validator_node.pipeline.messages import (
     APP_GOSSIP_TYPES,
@@ -241,6 +242,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             if kind != "large_submission":
                 self.metrics.inc("items_admitted_total", kind=kind)
                 self._relay(item)
+            if isinstance(item, RegistryItem):  # the owner hears what the action will do
+                return Accepted(self.app.registry_outlook(item))
         else:
             self.metrics.inc("items_refused_total", kind=kind)
             log.info("refused %s: %s", kind, reason)

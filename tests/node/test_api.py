@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from validator_node import devnet
+from validator_node.p2p.submit_replies import accepted
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
 EPOCH_BLOCKS = 12
@@ -36,7 +37,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
     vals, _ = devnet.create(root, 4, miners=4)
     with devnet.Processes(root, vals, epoch_blocks=EPOCH_BLOCKS).start_all():
         wait(lambda: devnet.read_status(root, vals[0])["height"] >= 1, 60)
-        assert set(devnet.publish_registry(root, vals[0])) == {"ok"}
+        assert all(map(accepted, devnet.publish_registry(root, vals[0])))
         wait(lambda: all(len(devnet.read_status(root, v)["challenges"]) == 5 for v in vals), 30)
         miners = devnet.Miners(root, 4, vals)
         # submit right after an epoch opens, so the whole epoch is left to evaluate and attest
@@ -182,6 +183,14 @@ def test_owner_publishes_a_lifecycle_command_from_the_cli(
         return {c["id"]: c["status"] for c in json.loads(get(url)[1])}
 
     wallet = ("--wallet.name", "owner", "--wallet.path", str(root / "wallets"))
+    # an activate of an active challenge is pooled, and the owner is told it would be dropped
+    futile = tmp_path / "activate.signed"
+    out = registry(
+        "command", "activate", "lz-compress", "--nonce", "19", "--netuid", "7", "--out", str(futile), *wallet
+    )
+    assert out.returncode == 0, out.stderr
+    out = registry("publish", str(futile), "--validator", vals[1].multiaddr())
+    assert out.returncode == 0 and "would be dropped: already_active" in out.stdout, out.stdout + out.stderr
     out = registry(
         "command",
         "deactivate",
@@ -196,7 +205,9 @@ def test_owner_publishes_a_lifecycle_command_from_the_cli(
     )
     assert out.returncode == 0, out.stderr
     out = registry("publish", str(signed), "--validator", vals[1].multiaddr())
-    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stdout + out.stderr
+    assert out.returncode == 0 and out.stdout.startswith(
+        "ok: deactivate handed to the validator: pooled; it applies"
+    )
     wait(lambda: status()["lz-compress"] == "inactive", 30)
     # a replay of the same signed command is refused with its reason
     out = registry("publish", str(signed), "--validator", vals[0].multiaddr())

@@ -157,7 +157,7 @@ def test_chain_changes_mid_run_never_halt_the_network_and_every_node_restarts_an
         with LocalChain(root / "chain.sqlite") as chain:
             chain.set_subnet_owner(new_owner.ss58)
         wait_for(
-            lambda: owner_command(root, vals[1], OP_DEACTIVATE, 3, new_owner) == "ok",
+            lambda: accepted(owner_command(root, vals[1], OP_DEACTIVATE, 3, new_owner)),
             120,
             "the new owner's deactivate to be accepted",
         )

@@ -194,3 +194,23 @@ def test_registry_items_are_proposed_in_nonce_order_whatever_order_they_arrived_
     data = app.propose(1, VALS[0].public_key, chain.current_block())
     assert decode(decode_block_body(data), BlockBody).registry == (add, activate)
     chain.close()
+
+
+def test_the_owner_hears_what_a_pooled_action_will_do(tmp_path: Path) -> None:
+    """`registry publish` used to answer a bare `ok` for actions that were then silently dropped
+    (issue 16): the outlook applies the action, after the pooled ones before it, to a copy."""
+    app, chain = make_app(tmp_path)
+    add = RegistryItem(sign_manifest(manifest(1), OWNER, NETUID), MODULE)
+    deactivate = RegistryItem(sign_command("deactivate", "big", 2, OWNER, NETUID), None)
+    activate = RegistryItem(sign_command(OP_ACTIVATE, "big", 3, OWNER, NETUID), None)
+    unknown = RegistryItem(sign_command(OP_ACTIVATE, "nope", 4, OWNER, NETUID), None)
+    for item in (add, deactivate, activate, unknown):
+        assert app.offer(item) is None
+    assert app.registry_outlook(add).startswith("pooled; it applies on the registry as decided at height 0")
+    # the add leaves "big" inactive, so the deactivate after it would be dropped
+    out = app.registry_outlook(deactivate)
+    assert "would be dropped: not_active" in out and "after the 1 pooled action(s)" in out
+    assert app.registry_outlook(activate).startswith("pooled; it applies")
+    assert "would be dropped: unknown_challenge" in app.registry_outlook(unknown)
+    assert len(app.registry_pool) == 4  # advice only: nothing left the pool
+    chain.close()

@@ -115,10 +115,49 @@ def test_verify_runs_the_runtime_on_the_module(
     pytest.importorskip("runtime.validation")
     escape = files["dir"] / "escape.wasm"
     escape.write_bytes(wasm_of(ESCAPE_WAT))
-    cli("registry", "sign", files["toml"], "--wasm", escape, "--netuid", 9, "--dev-key", "owner")
+    # `sign` refuses such a module; `--no-runtime` signs it anyway, and `verify` still catches it
+    assert cli("registry", "sign", files["toml"], "--wasm", escape, "--netuid", 9, "--dev-key", "owner") == 2
+    err = capsys.readouterr().err
+    assert "refusing to sign: module_rejected: forbidden_import" in err and "env.system" in err
+    assert not (files["dir"] / "c.signed").exists()
+    cli(
+        "registry",
+        "sign",
+        files["toml"],
+        "--wasm",
+        escape,
+        "--netuid",
+        9,
+        "--dev-key",
+        "owner",
+        "--no-runtime",
+    )
     capsys.readouterr()
     assert cli("registry", "verify", files["dir"] / "c.signed", "--wasm", escape) == 1
     assert capsys.readouterr().out.startswith("invalid: module_rejected")
+
+
+def test_sign_names_bad_task_and_hex_in_one_line(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from registry.manifest import MAX_TASK_BYTES
+
+    (files["dir"] / "folder").mkdir()
+    (files["dir"] / "big.bin").write_bytes(b"x" * (MAX_TASK_BYTES + 1))
+    base = MANIFEST.replace('task = "hello"\n', "")
+    for extra, reason in (
+        ('task_file = "missing.bin"', "task_file"),
+        ('task_file = "folder"', "task_file"),
+        ('task_hex = "zz"', "task_hex is not hex"),
+        ('task_file = "big.bin"', f"a manifest carries at most {MAX_TASK_BYTES}"),
+        ('task = "x"\nwasm_sha256 = "nothex"', "wasm_sha256 is not hex"),
+    ):
+        (files["dir"] / "bad.toml").write_text(extra + "\n" + base)
+        code = cli("registry", "sign", files["dir"] / "bad.toml", "--wasm", files["wasm"], "--netuid", 9,
+                   "--dev-key", "owner")  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and reason in err and "Traceback" not in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_sign_refuses_bad_manifests(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +165,7 @@ def test_sign_refuses_bad_manifests(files: dict[str, Path], capsys: pytest.Captu
         (MANIFEST.replace('"0.25"', '"1.5"'), "emission_share"),
         (MANIFEST.replace('"0.25"', '"0.1234567891"'), "9 decimal places"),
         (MANIFEST.replace("abi_version = 1", "abi_version = 9"), "ABI version 9"),
-        ("wasm_sha256 = '" + "00" * 32 + "'\n" + MANIFEST, "not the --wasm file"),
+        ("wasm_sha256 = '" + "00" * 32 + "'\n" + MANIFEST, "other than the --wasm file"),
         (MANIFEST.replace("nonce = 7", "nonce = 7\ncolour = 1"), "colour"),
     ):
         (files["dir"] / "bad.toml").write_text(bad)

@@ -1,9 +1,9 @@
 """The server side of the submit protocol: miners and the subnet owner hand items to a validator.
 
-One reply per frame (`ok` or `refused: <reason>`). The protocol is open to anyone and a frame may
-be 17 MiB (a large submission), so what a stream can hold is capped: streams open at once, in
-total and per peer, and bytes of frames being read or handled at once, in total and per peer
-(reserved from the frame's header before its body is buffered). Over a cap the stream gets
+One reply per frame (`ok`, `ok: <note>` or `refused: <reason>`: submit_replies). The protocol is
+open to anyone and a frame may be 17 MiB (a large submission), so what a stream can hold is capped:
+streams open at once, in total and per peer, and bytes of frames being read or handled at once, in
+total and per peer (reserved from the frame's header before its body is buffered). Over a cap the stream gets
 `refused: busy: ...` and is closed; the refusal is counted in `p2p_over_budget_total`.
 
 Bytes the muxer buffers before a frame's header is read are outside that reservation, so each
@@ -25,6 +25,7 @@ from dht.yamux_fixes import cap_receive_window
 from validator_node.metrics import Metrics
 from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.submit_replies import reply_for
 from wire.errors import WireError
 
 log = logging.getLogger("validator_node.p2p")
@@ -85,8 +86,7 @@ class SubmitServer:
                         self.metrics.inc("items_refused_total", kind="malformed")
                         reason = f"malformed: {exc}"
                     del data
-                    reply = b"ok" if reason is None else f"refused: {reason}".encode()
-                    await write_frame(stream, reply)  # type: ignore[arg-type]
+                    await write_frame(stream, reply_for(reason))  # type: ignore[arg-type]
                 finally:
                     self.bytes.release(peer, size)
         except (FrameError, trio.TooSlowError) as exc:
