@@ -215,12 +215,13 @@ fn parse(buf: []const u8) Err!Bundle {
             const uid = try uint(it[0], hk.len);
             const lat = try uint(it[2], 1 << 32);
             var out: ?[]const Val = null;
-            if (it[1].kind == .array and it[1].items.len == invs.len) {
+            // the first k verdicts count, as upstream reads only resp[i] for i < k (reference.py)
+            if (it[1].kind == .array and it[1].items.len >= invs.len) {
                 var ok = true;
-                for (it[1].items) |v| {
+                for (it[1].items[0..invs.len]) |v| {
                     if (v.kind != .uint or v.n > 1) ok = false;
                 }
-                if (ok) out = it[1].items;
+                if (ok) out = it[1].items[0..invs.len];
             }
             resps[i] = .{ .uid = @intCast(uid), .out = out, .lat = lat };
         }
@@ -243,16 +244,21 @@ fn violates(op: []const u8, new: []const u8, target: []const u8) bool {
     return false;
 }
 
+/// Addresses compare ASCII case-insensitively, as upstream's `common.Address` / `.lower()` do.
+fn sameContract(a: []const u8, b: []const u8) bool {
+    return std.ascii.eqlIgnoreCase(a, b);
+}
+
 fn oracle(invs: []const Inv, writes: []const Write, truth: []u8) void {
     for (invs, 0..) |inv, i| {
         truth[i] = 1;
         var replaced = false;
         for (invs[i + 1 ..]) |later| {
-            if (std.mem.eql(u8, later.contract, inv.contract) and std.mem.eql(u8, later.slot, inv.slot)) replaced = true;
+            if (sameContract(later.contract, inv.contract) and std.mem.eql(u8, later.slot, inv.slot)) replaced = true;
         }
         if (replaced) continue;
         for (writes) |w| {
-            if (std.mem.eql(u8, w.contract, inv.contract) and std.mem.eql(u8, w.slot, inv.slot) and
+            if (sameContract(w.contract, inv.contract) and std.mem.eql(u8, w.slot, inv.slot) and
                 violates(inv.op, w.value, inv.target)) truth[i] = 0;
         }
     }

@@ -13,9 +13,14 @@ Input (`aggregate`, and the task of `evaluate`): canonical CBOR, arrays only:
 Ground truth per invariant: with `writes` (the transaction's recorded storage writes), the w3 engine's rule
 (`engines/w3/internal/invariant/engine.go`): 0 if any write to (contract, slot) breaks `new op target`
 (ops ==, >=, <=, >, <; any other op never triggers), else 1; of duplicate (contract, slot) invariants only
-the last is checked. Without writes: the first of {0, 1} voted by at least threshold (60%) of the valid
-responses, else none. A valid response is a list of exactly one 0/1 per invariant; anything else (null,
-wrong length, other values) counts as no answer, as the original's empty output does.
+the last is checked. Contract addresses compare ASCII case-insensitively, as upstream's do (the engine parses
+them into `common.Address`, the validator lowercases them): `0xAA..` and `0xaa..` are one contract. Without
+writes: the first of {0, 1} voted by at least threshold (60%) of the valid responses, else none. A valid
+response is a list whose first k entries (k = the round's invariants) are each 0 or 1; entries past the k-th
+are ignored, as upstream reads only `resp[i]` for i < k. Anything else (null, fewer than k entries, other
+values) counts as no answer, as the original's empty output does. (Upstream, a short answer raises IndexError
+and the validator drops the whole batch's stats, every miner's: one miner erasing a round for all is not
+copied.)
 
 Per miner (UID): N = distinct tx hashes answered, A = agreements / tasks (tasks = answered invariants with
 a ground truth), L99 = numpy's default (linear) 99th percentile of its latencies, exact: with the sorted
@@ -74,6 +79,11 @@ def _text(x: Any) -> str:
     return x
 
 
+def _contract(x: Any) -> str:
+    """A contract address, ASCII-lowercased: upstream compares addresses, not their spelling."""
+    return _text(x).encode().lower().decode()
+
+
 def _word(x: Any) -> int:
     """A 32-byte big-endian uint256."""
     if type(x) is not bytes:
@@ -109,7 +119,7 @@ def parse(bundle: bytes) -> dict[str, Any]:
         invs = []
         for inv in _arr(invs_raw):
             c, op, tgt, slot = _arr(inv, 4)
-            invs.append((_text(c), _text(op), _word(tgt), _word(slot)))
+            invs.append((_contract(c), _text(op), _word(tgt), _word(slot)))
         if len(invs) > MAX_INVARIANTS:
             raise Invalid(E_INVALID)
         writes = None
@@ -117,7 +127,7 @@ def parse(bundle: bytes) -> dict[str, Any]:
             writes = []
             for w in _arr(writes_raw):
                 c, slot, val = _arr(w, 3)
-                writes.append((_text(c), _word(slot), _word(val)))
+                writes.append((_contract(c), _word(slot), _word(val)))
             if len(writes) > MAX_ROWS:
                 raise Invalid(E_INVALID)
         resps = []
@@ -125,12 +135,11 @@ def parse(bundle: bytes) -> dict[str, Any]:
             uid, out, lat = _arr(rs, 3)
             uid = _uint(uid, len(hotkeys))
             lat = _uint(lat, 1 << 32)
+            k = len(invs)
             valid = (
-                type(out) is list
-                and len(out) == len(invs)
-                and all(type(v) is int and v in (0, 1) for v in out)
+                type(out) is list and len(out) >= k and all(type(v) is int and v in (0, 1) for v in out[:k])
             )
-            resps.append((uid, list(out) if valid else None, lat))
+            resps.append((uid, list(out[:k]) if valid else None, lat))
         if len(resps) > MAX_ROWS:
             raise Invalid(E_INVALID)
         rounds.append((tx, invs, writes, resps))
@@ -338,6 +347,18 @@ def scenarios() -> dict[str, tuple[bytes, int]]:
         resp_out = [0, 1] if t < 2 else [1, 1]
         rounds.append([f"0x{t:02x}", inv[:2], [[TOKEN, SUPPLY, word(1)]], [[0, resp_out, 2500]]])
     sc["worked-example"] = (bundle(hk, rounds), 0)  # N=10, A=18/20, L99=2500 ms -> S=18
+    # issue 16's two differences from upstream, each the example an independent port found:
+    # an invariant on 0xAA.. and a write to 0xaa.. are the same contract (the mint violates the cap)
+    upper = [[TOKEN.upper().replace("0X", "0x"), "<=", word(10**27), SUPPLY]]
+    sc["contract-case"] = (
+        bundle(hk, [["0xc1", upper, [[TOKEN, SUPPLY, word(2 * 10**27)]], [[0, [0], 100], [1, [1], 100]]]]),
+        0,
+    )
+    # answers [1], [0], [0, 1] to one invariant: the third counts its first verdict -> weights 0, 1/2, 1/2
+    sc["over-long-answer"] = (
+        bundle(hk, [["0xd1", upper, None, [[0, [1], 100], [1, [0], 100], [2, [0, 1], 100]]]]),
+        2,
+    )
     return sc
 
 
