@@ -180,8 +180,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 and s["next_epoch"] == s0["next_epoch"]
                 for s in statuses
             )
-            if ready and s0 is not None and (s0["height"] % EPOCH_BLOCKS) < EPOCH_BLOCKS - 3:
-                sim.submit(int(s0["next_epoch"]))
+            if (
+                ready
+                and s0 is not None
+                and s0.get("epoch_seed")
+                and (s0["height"] % EPOCH_BLOCKS) < EPOCH_BLOCKS - 3
+            ):
+                sim.submit(int(s0["next_epoch"]), bytes.fromhex(s0["epoch_seed"]))
             for v in vals:
                 p = cluster.procs[v.index]
                 if p.poll() is not None and f"validator{v.index}" not in " ".join(died):

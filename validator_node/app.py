@@ -23,7 +23,7 @@ from validator_node.block import Block, build_block, check_block
 from validator_node.chain.base import Chain
 from validator_node.genesis import GenesisRecord, genesis_hash
 from validator_node.metrics import Metrics
-from validator_node.pipeline.evidence import Aggregator
+from validator_node.pipeline.evidence import Aggregator, epoch_seed
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
     BlockBody,
@@ -108,6 +108,8 @@ class Application(Intake):
         # local observations for latency attestations (monotonic seconds; never decided as such)
         self.first_seen: dict[bytes, float] = {}
         self.epoch_started_at: dict[int, float] = {}
+        # the seeds of the tip's epoch and the one before (pipeline.evidence.epoch_seed)
+        self._epoch_seeds: dict[int, bytes] = {}
         self._module_ok: dict[tuple[bytes, bytes], object] = {}
         self.last_epoch_scores: tuple[int, dict[str, dict[int, int]]] | None = None
 
@@ -217,6 +219,11 @@ class Application(Intake):
                 disagree("module_verdict", f"{type(exc).__name__}: {exc}")
                 return None
 
+        if before.is_epoch_start(height):
+            epoch = before.epoch_of(height)
+            self._epoch_seeds = {e: s for e, s in self._epoch_seeds.items() if e == epoch - 1} | {
+                epoch: epoch_seed(self.tip_hash)
+            }
         self.state = apply_body(
             before,
             body,
@@ -263,6 +270,14 @@ class Application(Intake):
             return None
         seen = self.first_seen.get(sid, time.monotonic())
         return max(0, int((seen - started) * 1000))
+
+    def epoch_seed(self, epoch: int) -> bytes | None:
+        """The decided seed of `epoch`, once the block before its first block is decided (so the
+        next height's epoch always has one); None for epochs this node did not see open."""
+        nxt = self.tip_height + 1
+        if epoch == self.state.epoch_of(nxt) and self.state.is_epoch_start(nxt):
+            return epoch_seed(self.tip_hash)
+        return self._epoch_seeds.get(epoch)
 
     def install(self, state: AppState, height: int, tip_hash: bytes) -> None:
         """Adopt a verified checkpoint: the state after block `height`, whose hash is `tip_hash`."""

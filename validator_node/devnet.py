@@ -153,7 +153,7 @@ class Miners:
         self.sent = 0
         self.refused: list[str] = []
 
-    def items_for(self, epoch: int) -> list[tuple[int, bytes]]:
+    def items_for(self, epoch: int, seed: bytes) -> list[tuple[int, bytes]]:
         from validator_node.pipeline.messages import Submission
         from wire.codec import encode
         from wire.envelope import seal
@@ -164,7 +164,9 @@ class Miners:
             for c in self.challenges:
                 if c.challenge_id == "bitdefense-invariants":
                     kind = rounds.MINER_KINDS[i % len(rounds.MINER_KINDS)]
-                    payloads = [rounds.answer(kind, epoch, r, i) for r in range(rounds.ROUNDS_PER_EPOCH)]
+                    payloads = [
+                        rounds.answer(kind, epoch, seed, r, i) for r in range(rounds.ROUNDS_PER_EPOCH)
+                    ]
                 else:
                     payloads = [c.payloads[(i + epoch) % len(c.payloads)]]
                 for nonce, payload in enumerate(payloads):
@@ -172,7 +174,9 @@ class Miners:
                     out.append((i % len(self.validators), encode(env)))
         return out
 
-    def submit(self, epoch: int) -> None:
+    def submit(self, epoch: int, seed: bytes) -> None:
+        """Submit for `epoch`, whose decided seed (`epoch_seed` in a validator's status) draws the
+        epoch's BitDefense rounds."""
         import trio
 
         from validator_node.p2p.host import submit_items
@@ -181,7 +185,7 @@ class Miners:
             return
         self.done.add(epoch)
         by_validator: dict[int, list[bytes]] = {}
-        for vi, data in self.items_for(epoch):
+        for vi, data in self.items_for(epoch, seed):
             by_validator.setdefault(vi, []).append(data)
 
         async def one(vi: int, items: list[bytes]) -> None:
@@ -266,11 +270,12 @@ def run(
                 for s in statuses
             )
             ready = ready and len({s["next_epoch"] for s in statuses if s is not None}) == 1
+            ready = ready and s0 is not None and s0.get("epoch_seed") is not None
             if s0 is not None and ready:
                 epoch = int(s0["next_epoch"])
                 if epoch < epochs and (s0["height"] % epoch_blocks) < epoch_blocks - 3:  # room to score
                     before = sim.sent
-                    sim.submit(epoch)
+                    sim.submit(epoch, bytes.fromhex(s0["epoch_seed"]))
                     if sim.sent > before:
                         say(f"miners submitted {sim.sent - before} payloads for epoch {epoch}")
             line = "  ".join(

@@ -44,8 +44,11 @@ CHALLENGES_DIR = Path(__file__).resolve().parents[1] / "challenges"
 
 
 class EvidenceSource(Protocol):
-    def observe(self, challenge_id: str, epoch: int, cut: int, state: AppState, vset: ValidatorSet) -> bytes:
-        """The bundle for `epoch`, from the decided state after block `cut`."""
+    def observe(
+        self, challenge_id: str, epoch: int, seed: bytes, cut: int, state: AppState, vset: ValidatorSet
+    ) -> bytes:
+        """The bundle for `epoch` (whose decided seed is `seed`), from the decided state after
+        block `cut`."""
         ...
 
 
@@ -71,7 +74,9 @@ class BitDefenseRounds:
     def __init__(self) -> None:
         self.rounds = _challenge_module("bitdefense-invariants", "rounds")
 
-    def observe(self, challenge_id: str, epoch: int, cut: int, state: AppState, vset: ValidatorSet) -> bytes:
+    def observe(
+        self, challenge_id: str, epoch: int, seed: bytes, cut: int, state: AppState, vset: ValidatorSet
+    ) -> bytes:
         assert state.epoch_info is not None
         answers = []
         for sid in sorted(state.submissions):
@@ -82,7 +87,7 @@ class BitDefenseRounds:
             if latency is None or latency < 0:
                 continue  # no agreed latency yet: the answer missed the cut
             answers.append((sub.uid, sub.height, sub.payload, latency))
-        return self.rounds.build_bundle(epoch, uid_hotkeys(state.epoch_info), answers)
+        return self.rounds.build_bundle(epoch, seed, uid_hotkeys(state.epoch_info), answers)
 
 
 class SwapMarketSim:
@@ -92,7 +97,9 @@ class SwapMarketSim:
     def __init__(self) -> None:
         self.sim = _challenge_module("allways-swap", "simulator")
 
-    def observe(self, challenge_id: str, epoch: int, cut: int, state: AppState, vset: ValidatorSet) -> bytes:
+    def observe(
+        self, challenge_id: str, epoch: int, seed: bytes, cut: int, state: AppState, vset: ValidatorSet
+    ) -> bytes:
         info = state.epoch_info
         assert info is not None
         hotkeys = uid_hotkeys(info)
@@ -186,7 +193,12 @@ class EvidenceDuty:
     ) -> None:
         try:
             vset = self.app.vset_for(cut)  # the epoch's set, whatever the tip is by now
-            bundle = await trio.to_thread.run_sync(source.observe, challenge_id, epoch, cut, state, vset)
+            seed = self.app.epoch_seed(epoch)
+            if seed is None:
+                raise RuntimeError(f"this node did not see epoch {epoch} open, so it lacks its seed")
+            bundle = await trio.to_thread.run_sync(
+                source.observe, challenge_id, epoch, seed, cut, state, vset
+            )
         except Exception as exc:
             self.metrics.inc("evidence_observed_total", challenge=challenge_id, result="error")
             log.error("could not observe %s evidence for epoch %d: %s", challenge_id, epoch, exc)

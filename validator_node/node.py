@@ -515,6 +515,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             "evidence": self.store.evidence_count(),
             "epoch": self.app.state.epoch_of(max(tip_h, 1)),
             "next_epoch": self.app.state.epoch_of(tip_h + 1),
+            "epoch_seed": _hex_or_none(self.app.epoch_seed(self.app.state.epoch_of(tip_h + 1))),
             "challenges": [m.challenge_id for m in self.app.state.registry.active()],
             "submissions": len(self.app.state.submissions),
             "last_weights": self.last_weights,
@@ -539,3 +540,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         tmp.write_text(json.dumps(self.status(), sort_keys=True))
         os.replace(tmp, path)
         (self.data_dir / "metrics.prom").write_text(self.metrics.render())
+
+
+def _hex_or_none(b: bytes | None) -> str | None:
+    return None if b is None else b.hex()

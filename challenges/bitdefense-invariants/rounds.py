@@ -1,8 +1,14 @@
 """BitDefense on a running network: each epoch's rounds, miners' verdicts, and the evidence bundle.
 
 The original validator picks transactions, queries miners over dendrite and times their answers.
-On this platform an epoch's rounds are a pure function of the epoch number and the shipped
-dataset (`epoch_rounds`), so miners and every validator know them without a message; a miner answers
+On this platform an epoch's rounds are a pure function of the epoch and its *seed* (`epoch_rounds`):
+the seed is decided (a hash of the block before the epoch's first block, `pipeline.evidence.
+epoch_seed`), so every validator derives the same rounds without a message and miners read it from
+any validator's `/api/status` (`epoch_seed`), but nobody knows it before the epoch's previous block
+is decided. Each round's transaction is one of the dataset's shapes with its written values drawn
+from the seed (around the invariants' targets, so verdicts vary), under a fresh hash: the dataset's
+expected verdicts are never used, so a miner cannot look answers up; it has to run the rule on the
+writes (what the original's engine does by executing the transaction). A miner answers
 a round with a signed submission whose payload is `[round_index, verdicts | null]` (canonical CBOR);
 each validator attests the latency it observed for that submission (milliseconds from the moment it
 decided the epoch's first block to the moment the submission reached it), and the stake-weighted
@@ -11,6 +17,10 @@ the pipeline). `build_bundle` turns the decided answers into the module's input.
 
 Honeypot rounds (a share of them, chosen by the same hash) carry the transaction's recorded storage
 writes, so the ground truth comes from the rule and an always-"safe" miner is exposed.
+
+Limitation: the leader of the epoch's previous block can choose that block's contents among the
+items it holds and so try a few seeds; which rounds an epoch gets is then not uniformly random
+(each candidate is still a fresh draw of values that no miner saw before that block).
 """
 
 from __future__ import annotations
@@ -51,26 +61,55 @@ _PARSED_INVARIANTS = [
 ]
 
 
-def epoch_rounds(epoch: int) -> list[dict[str, Any]]:
-    """The epoch's rounds: transaction, whether it is a honeypot, and the true verdicts (for tests
-    and the honest simulated miner; the module derives truth itself)."""
+def epoch_rounds(epoch: int, seed: bytes) -> list[dict[str, Any]]:
+    """The epoch's rounds from its decided seed: transaction hash, writes, whether it is a honeypot,
+    and the rule's verdicts (`truth`: for the honest simulated miner and tests; the module derives
+    the ground truth itself, and no shipped answer is used)."""
+    if len(seed) != 32:
+        raise ValueError("an epoch seed is 32 bytes")
     txs = _DATASET["transactions"]
     out = []
     for i in range(ROUNDS_PER_EPOCH):
-        h = hashlib.sha256(b"bt-platform/bitdefense/round/1" + epoch.to_bytes(8, "big") + bytes([i])).digest()
-        tx = txs[int.from_bytes(h[:8], "big") % len(txs)]
-        writes = sim.write_rows(tx)
+        h = hashlib.sha256(
+            b"bt-platform/bitdefense/round/2" + seed + epoch.to_bytes(8, "big") + bytes([i])
+        ).digest()
+        shape = txs[int.from_bytes(h[:8], "big") % len(txs)]
+        writes = [_drawn(w, h, j) for j, w in enumerate(sim.write_rows(shape))]
         truth = ref.oracle(
             _PARSED_INVARIANTS,
-            [(c, int.from_bytes(s, "big"), int.from_bytes(v, "big")) for c, s, v in writes],
+            [(c.lower(), int.from_bytes(s, "big"), int.from_bytes(v, "big")) for c, s, v in writes],
         )
-        out.append({"tx": tx["hash"], "writes": writes, "honeypot": h[8] < HONEYPOT_PER_256, "truth": truth})
+        tx = "0x" + hashlib.sha256(b"bt-platform/bitdefense/tx/1" + h).hexdigest()
+        out.append({"tx": tx, "writes": writes, "honeypot": h[8] < HONEYPOT_PER_256, "truth": truth})
     return out
 
 
-def answer(kind: str, epoch: int, round_index: int, miner: int) -> bytes:
-    """A simulated miner's payload: the w3 rule (`honest`), always safe (`safe`) or coin flips."""
-    truth = epoch_rounds(epoch)[round_index]["truth"]
+def _drawn(write: list[Any], round_hash: bytes, j: int) -> list[Any]:
+    """A write with its value drawn from the round's hash: to a slot an invariant watches, the
+    dataset's value, the target itself, or a value just above or below it; other slots keep theirs."""
+    contract, slot, value = write
+    watched = [t for c, _op, t, s in INVARIANTS if c.lower() == contract.lower() and s == slot]
+    if not watched:
+        return [contract, slot, value]
+    r = hashlib.sha256(round_hash + j.to_bytes(4, "big")).digest()
+    target = int.from_bytes(watched[-1], "big")
+    step = 1 + int.from_bytes(r[1:9], "big") % max(target // 4, 1)
+    choice = r[0] % 4
+    if choice == 0:
+        v = int.from_bytes(value, "big")
+    elif choice == 1:
+        v = target
+    elif choice == 2:
+        v = min(target + step, (1 << 256) - 1)
+    else:
+        v = max(target - step, 0)
+    return [contract, slot, v.to_bytes(32, "big")]
+
+
+def answer(kind: str, epoch: int, seed: bytes, round_index: int, miner: int) -> bytes:
+    """A simulated miner's payload: the w3 rule on the round's writes (`honest`), always safe
+    (`safe`) or coin flips."""
+    truth = epoch_rounds(epoch, seed)[round_index]["truth"]
     if kind == "honest":
         verdicts: list[int] | None = list(truth)
     elif kind == "safe":
@@ -97,12 +136,15 @@ def parse_answer(payload: bytes) -> tuple[int, list[int] | None] | None:
     return doc[0], out
 
 
-def build_bundle(epoch: int, hotkeys: list[str], answers: list[tuple[int, int, bytes, int]]) -> bytes:
-    """The module's input for one epoch from decided answers: (uid, height, payload, latency_ms).
+def build_bundle(
+    epoch: int, seed: bytes, hotkeys: list[str], answers: list[tuple[int, int, bytes, int]]
+) -> bytes:
+    """The module's input for one epoch (and its decided seed) from decided answers: (uid, height,
+    payload, latency_ms).
 
     A miner's first answer to a round counts (lowest height, then input order, which the caller
     makes canonical); malformed payloads count as no answer, exactly as an empty dendrite reply."""
-    rounds = epoch_rounds(epoch)
+    rounds = epoch_rounds(epoch, seed)
     responses: list[dict[int, list[Any]]] = [{} for _ in rounds]
     for uid, _height, payload, latency in sorted(answers, key=lambda a: (a[1], a[0])):
         parsed = parse_answer(payload)

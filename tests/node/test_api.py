@@ -48,8 +48,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
             ),
             30,
         )
-        epoch = devnet.read_status(root, vals[0])["next_epoch"]
-        miners.submit(epoch)
+        status = devnet.read_status(root, vals[0])
+        epoch = status["next_epoch"]
+        miners.submit(epoch, bytes.fromhex(status["epoch_seed"]))
         assert miners.sent == 4 * (3 + 4), miners.refused  # 3 example payloads, 4 BitDefense answers
         # wait for that epoch's weights to be decided and set
         wait(lambda: devnet.read_status(root, vals[0])["height"] >= (epoch + 1) * EPOCH_BLOCKS + 1, 60)

@@ -26,6 +26,7 @@ from validator_node.pipeline.evidence import (
     AggregateOutputInvalid,
     agreed_hash,
     bundle_hash,
+    epoch_seed,
     evidence_cut,
     in_evidence_window,
     scores_from_output,
@@ -60,6 +61,7 @@ NETUID = 9
 B = 8  # heights 1..8: submissions 2, attestations 3, cut 4, votes 5..7, weights 8
 CUT = 4
 CID = "bitdefense-invariants"
+SEED = epoch_seed(bytes(32))  # epoch 0 opens on the genesis parent
 OWNER, VALS, MINERS, VSET, NEURONS, INFO = toy_subnet("evidence")
 
 DIR = Path(__file__).resolve().parents[2] / "challenges" / CID
@@ -123,7 +125,7 @@ def at_cut(aggregator: SandboxAggregator) -> AppState:
     attested the latencies they saw at height 3 (miner i: 500 * (i + 1) ms, one liar at 1 ms)."""
     s = start()
     subs = [
-        seal(Submission(CID, 0, r, ROUNDS.answer(kind, 0, r, i)), m, NETUID)
+        seal(Submission(CID, 0, r, ROUNDS.answer(kind, 0, SEED, r, i)), m, NETUID)
         for i, (m, kind) in enumerate(zip(MINERS, ROUNDS.MINER_KINDS, strict=True))
         for r in range(ROUNDS.ROUNDS_PER_EPOCH)
     ]
@@ -178,8 +180,8 @@ def test_bundle_from_decided_answers_scores_with_stake_weighted_latency(
     aggregator: SandboxAggregator,
 ) -> None:
     s = at_cut(aggregator)
-    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
-    assert bundle == BitDefenseRounds().observe(CID, 0, CUT, s, VSET)  # every honest validator agrees
+    bundle = BitDefenseRounds().observe(CID, 0, SEED, CUT, s, VSET)
+    assert bundle == BitDefenseRounds().observe(CID, 0, SEED, CUT, s, VSET)  # every honest validator agrees
     rounds = ROUNDS.ref.parse(bundle)["rounds"]
     assert len(rounds) == ROUNDS.ROUNDS_PER_EPOCH
     # the liar's 1 ms is outvoted: the stake-weighted median is the honest 500 * (i + 1)
@@ -198,9 +200,9 @@ def test_bundle_from_decided_answers_scores_with_stake_weighted_latency(
 
 def test_votes_below_quorum_score_nothing_and_a_minority_cannot_forge(aggregator: SandboxAggregator) -> None:
     s = at_cut(aggregator)
-    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
+    bundle = BitDefenseRounds().observe(CID, 0, SEED, CUT, s, VSET)
     forged = ROUNDS.build_bundle(
-        0, [n.hotkey.hex() for n in NEURONS], [(7, 2, ROUNDS.answer("honest", 0, 0, 2), 1)]
+        0, SEED, [n.hotkey.hex() for n in NEURONS], [(7, 2, ROUNDS.answer("honest", 0, SEED, 0, 2), 1)]
     )
     # 400 + 200 of 1000 is not a quorum (3s > 2t): nothing is agreed, so the bytes are not even
     # admitted, and the share burns to the owner
@@ -349,7 +351,7 @@ def test_the_aggregate_memo_is_keyed_by_policy_too(aggregator: SandboxAggregator
     """An update that keeps the module but lowers its fuel must not reuse the old output: a node
     that never ran the old policy would compute the new one and derive other weights."""
     s = at_cut(aggregator)
-    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
+    bundle = BitDefenseRounds().observe(CID, 0, SEED, CUT, s, VSET)
     entry = s.registry.get(CID)
     assert entry is not None
     full = aggregator.aggregate(entry.manifest, WASM, bundle)
@@ -425,3 +427,49 @@ async def test_the_bundles_warmed_are_forgotten_with_their_epoch(aggregator: San
             duty._on_decided_for_evidence(epoch * B + CUT + 1)  # in the epoch's voting window
             assert (CID, h) in duty._warmed
             assert len(duty._warmed) == 1
+
+
+def test_devnet_rounds_come_from_the_decided_seed_not_the_shipped_answers() -> None:
+    """Issue 16: the devnet's rounds were a pure function of the epoch and the shipped dataset,
+    which carries each transaction's expected verdicts, so a miner could look the answers up."""
+    other = epoch_seed(b"\x01" * 32)
+    a, b = ROUNDS.epoch_rounds(0, SEED), ROUNDS.epoch_rounds(0, other)
+    assert a == ROUNDS.epoch_rounds(0, SEED)  # deterministic: every validator derives the same
+    assert [r["tx"] for r in a] != [r["tx"] for r in b]
+    shipped = {tx["hash"] for tx in ROUNDS._DATASET["transactions"]}
+    many = [r for e in range(16) for r in ROUNDS.epoch_rounds(e, SEED)]
+    assert not shipped & {r["tx"] for r in many}  # no round is a dataset transaction by its hash
+    # the values are drawn: a miner that looks up the shipped verdicts of the transaction with the
+    # same shape (contracts and slots written) is wrong on many rounds; the rule is never wrong
+    expected: dict[tuple[tuple[str, bytes], ...], list[list[int]]] = {}
+    for tx in ROUNDS._DATASET["transactions"]:
+        shape = tuple((c, slot) for c, slot, _ in ROUNDS.sim.write_rows(tx))
+        expected.setdefault(shape, []).append(tx["expected"])
+    fooled = [r for r in many if r["truth"] not in expected[tuple((c, slot) for c, slot, _ in r["writes"])]]
+    assert len(fooled) >= len(many) // 8, (
+        len(fooled),
+        len(many),
+    )  # 12 of 64 here: transfers touch no watched slot
+    inv = ROUNDS._PARSED_INVARIANTS
+    for r in many:
+        writes = [(c, int.from_bytes(sl, "big"), int.from_bytes(v, "big")) for c, sl, v in r["writes"]]
+        assert r["truth"] == ROUNDS.ref.oracle(inv, writes)
+    with pytest.raises(ValueError):
+        ROUNDS.epoch_rounds(0, b"short")
+
+
+def test_the_app_knows_each_epoch_seed_from_decided_blocks(tmp_path: Path) -> None:
+    from tests.node.test_pools import VALS as POOL_VALS
+    from tests.node.test_pools import make_app
+
+    app, chain = make_app(tmp_path)  # 6-block epochs
+    assert app.epoch_seed(0) == epoch_seed(bytes(32))  # before block 1: the genesis parent
+    hashes = [bytes(32)]
+    for h in range(1, 8):
+        data = app.propose(h, POOL_VALS[0].public_key, chain.current_block())
+        app.apply_decided(h, data)
+        hashes.append(hashlib.sha256(data).digest())
+    assert app.epoch_seed(0) == epoch_seed(bytes(32))
+    assert app.epoch_seed(1) == epoch_seed(hashes[6])  # epoch 1 opened on block 6's hash
+    assert app.epoch_seed(2) is None and app.epoch_seed(5) is None
+    chain.close()

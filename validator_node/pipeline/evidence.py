@@ -57,6 +57,18 @@ class Aggregator(Protocol):
         ...
 
 
+EPOCH_SEED_DOMAIN = b"bt-platform/epoch-seed/1"
+
+
+def epoch_seed(parent: bytes) -> bytes:
+    """An epoch's seed, from the hash of the block before its first block (`parent`, the first
+    block's parent link): decided, so every validator derives the same one, and unknown to anyone
+    before that block is decided. Evidence sources may draw an epoch's rounds from it (BitDefense on
+    a devnet does), so miners cannot precompute them. The leader of that block can grind its hash
+    a little by choosing what it carries; a source must not need more than unpredictability."""
+    return hashlib.sha256(EPOCH_SEED_DOMAIN + parent).digest()
+
+
 def evidence_cut(height: int, epoch_blocks: int) -> int | None:
     """The last height whose decided state the epoch's evidence is built from (None: no window)."""
     epoch = (height - 1) // epoch_blocks
