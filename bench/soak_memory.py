@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from validator_node import devnet
-from validator_node.devnet_cluster import Processes, node_command
+from validator_node.devnet.cluster import Processes, node_command
 from validator_node.memdebug import ENV as MEMTRACE_ENV
 from validator_node.memdebug import ENV_PY as MEMTRACE_PY_ENV
 from validator_node.memdebug import rss_kib

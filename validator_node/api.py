@@ -52,6 +52,7 @@ class NodeApi:
             "peers": self.peers,
             "blocks": self.blocks,
             "challenges": self.challenges,
+            "registry": self.registry,
             "submissions": self.submissions,
             "weights": self.weights,
             "evidence": self.evidence,
@@ -134,6 +135,33 @@ class NodeApi:
                 }
             )
         return out
+
+    def registry(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        """What an owner needs before signing the next action: the key validators accept, the
+        next free nonce (above the decided one and every pooled one), and each mechanism's
+        emission share still free for another active challenge."""
+        from registry import PPB
+        from validator_node.pipeline.pools import registry_nonce
+
+        reg = self.node.app.state.registry
+        pooled = sorted(
+            n for n in (registry_nonce(i) for i in self.node.app.registry_pool.values()) if n >= 0
+        )
+        used: dict[int, int] = {}
+        for m in reg.active():
+            used[m.mechanism_id] = used.get(m.mechanism_id, 0) + m.emission_share_ppb
+        return {
+            "owner": _ss58(reg.sudo),
+            "last_nonce": reg.last_nonce,
+            "pooled_nonces": pooled,
+            "next_nonce": max([reg.last_nonce, *pooled]) + 1,
+            "mechanism_count": reg.mechanism_count,
+            "shares": [
+                {"mechanism_id": mech, "active_ppb": used.get(mech, 0), "free_ppb": PPB - used.get(mech, 0)}
+                for mech in range(reg.mechanism_count)
+            ],
+            "challenges": {e.manifest.challenge_id: e.status for e in reg.challenges},
+        }
 
     def submissions(self, parts: list[str], q: dict[str, list[str]]) -> Any:
         state = self.node.app.state

@@ -166,7 +166,7 @@ def test_sigterm_stops_a_node_cleanly(tmp_path: Path) -> None:
 
 def certificate_signers(root: Path, v: devnet.DevnetValidator) -> dict[int, set[bytes]]:
     from consensus.messages import Certificate
-    from validator_node.devnet_cluster import _read_store
+    from validator_node.devnet.cluster import _read_store
 
     rows = _read_store(root, v, "SELECT height, certificate FROM decided")
     return {int(h): {s.signer for s in decode(bytes(c), Certificate).signatures} for h, c in rows}
