@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from validator_node.metrics import Metrics
@@ -79,7 +80,7 @@ class Intake:
         ]:
             del self.registry_pool[k]
         epoch = self.state.epoch_of(self.tip_height + 1)
-        counts = self.state.miner_counts  # a miner whose quota is used up waits for the next epoch
+        counts = self._next_block_counts()  # a miner whose quota is used up waits for the next epoch
         stale = [
             k
             for k, e in self.submission_pool.items()
@@ -98,6 +99,12 @@ class Intake:
             del self.evidence_pool[k]
         for k in [k for k, e in self.evidence_vote_pool.items() if _epoch_of_vote(e) != epoch]:
             del self.evidence_vote_pool[k]
+
+    def _next_block_counts(self) -> Mapping[tuple[bytes, str], int]:
+        """Per-miner counts as the next block will see them: none when it opens an epoch (the
+        tip's counts belong to the closing one, and checking them refused, then pruned, every
+        answer a miner sent for the new epoch while the tip was the old one's last block)."""
+        return {} if self.state.is_epoch_end(self.tip_height) else self.state.miner_counts
 
     def offer(self, item: SignedEnvelope | RegistryItem | EvidenceBundle) -> str | None:
         """Pool an item from a miner, the owner or a peer. Returns None if new and plausible,
@@ -200,7 +207,7 @@ class Intake:
         sid = submission_id(env)
         if sid in self.submission_pool or sid in self.state.submissions:
             return "duplicate"
-        if self.state.miner_counts.get((env.signer, sub.challenge_id), 0) >= MAX_SUBMISSIONS_PER_MINER:
+        if self._next_block_counts().get((env.signer, sub.challenge_id), 0) >= MAX_SUBMISSIONS_PER_MINER:
             return "rate limited: this miner's submissions for the epoch are all admitted"
         mine = sum(1 for e in self.submission_pool.values() if e.signer == env.signer)
         if mine >= 4 * MAX_SUBMISSIONS_PER_MINER:

@@ -7,11 +7,41 @@ import json
 import time
 from pathlib import Path
 
+# a sandbox's epochs must leave a person time to sign, publish and submit by hand (`miner submit`
+# takes ~2.5 s; a 7.5 s epoch of 0.5 s blocks did not)
+SANDBOX_EPOCH_BLOCKS, SANDBOX_BLOCK_INTERVAL = 60, 1.0
+RUN_EPOCH_BLOCKS, RUN_BLOCK_INTERVAL = 12, 0.5
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validators", type=int, default=4, help="validator processes (unequal stake)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs to run (weights are set at each end)")
-    parser.add_argument("--epoch-blocks", type=int, default=12, help="decided blocks per epoch")
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="run until Ctrl-C, as a sandbox for the subnet owner: prints the validators' addresses, the "
+        f"owner key, the next free registry nonce and the free emission share; {SANDBOX_EPOCH_BLOCKS}-block "
+        f"epochs of {SANDBOX_BLOCK_INTERVAL:g} s unless given",
+    )
+    parser.add_argument(
+        "--owner-key",
+        help="make this key (a hex seed file from `registry keygen`) the subnet owner instead of the "
+        "folder's own owner wallet; the secret is read, never copied into the folder",
+    )
+    parser.add_argument(
+        "--epoch-blocks",
+        type=int,
+        default=None,
+        help=f"decided blocks per epoch (default {RUN_EPOCH_BLOCKS}; {SANDBOX_EPOCH_BLOCKS} with "
+        "--keep-running)",
+    )
+    parser.add_argument(
+        "--block-interval",
+        type=float,
+        default=None,
+        help=f"seconds between blocks (default {RUN_BLOCK_INTERVAL:g}; {SANDBOX_BLOCK_INTERVAL:g} with "
+        "--keep-running)",
+    )
     parser.add_argument("--miners", type=int, default=6, help="simulated miners")
     parser.add_argument("--dir", default=None, help="devnet folder (default: data/devnet-<time>)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
@@ -22,17 +52,31 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from validator_node import devnet
 
+    if args.epoch_blocks is None:
+        args.epoch_blocks = SANDBOX_EPOCH_BLOCKS if args.keep_running else RUN_EPOCH_BLOCKS
+    if args.block_interval is None:
+        args.block_interval = SANDBOX_BLOCK_INTERVAL if args.keep_running else RUN_BLOCK_INTERVAL
     if not 1 <= args.validators <= 16:
         print("devnet: --validators must be between 1 and 16 on one machine")
         return 2
-    if args.epochs < 1 or args.epoch_blocks < 4:
-        print("devnet: need --epochs >= 1 and --epoch-blocks >= 4")
+    if args.epochs < 1 or args.epoch_blocks < 4 or args.block_interval < 0:
+        print("devnet: need --epochs >= 1, --epoch-blocks >= 4 and --block-interval >= 0")
         return 2
+    owner = None
+    if args.owner_key:
+        from validator_node.cli_registry import CliError, load_key
+
+        try:
+            owner = load_key(argparse.Namespace(key=args.owner_key, wallet_name=None, dev_key=None))
+        except CliError as exc:
+            print(f"devnet: {exc}")
+            return 2
     root = Path(args.dir or f"data/devnet-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     if not args.json:
+        length = "until Ctrl-C" if args.keep_running else f"{args.epochs} epochs"
         print(
-            f"devnet: {args.validators} validators, {args.miners} miners, {args.epochs} epochs of "
-            f"{args.epoch_blocks} blocks, folder {root}"
+            f"devnet: {args.validators} validators, {args.miners} miners, {length} of "
+            f"{args.epoch_blocks} blocks of {args.block_interval:g} s, folder {root}"
         )
     try:
         summary = devnet.run(
@@ -43,6 +87,10 @@ def run_command(args: argparse.Namespace) -> int:
             quiet=args.json,
             epoch_blocks=args.epoch_blocks,
             miners=args.miners,
+            keep_running=args.keep_running,
+            owner=owner,
+            owner_source=f"--key {args.owner_key}" if args.owner_key else "",
+            block_interval=args.block_interval,
         )
     except KeyboardInterrupt:
         print("devnet: interrupted; validators stopped")
@@ -73,5 +121,8 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"set_weights calls accepted by the local chain: {summary['chain_accepted_set_weights']}")
     print(f"stores (blocks, certificates, checkpoints) and audit logs: {root}/data/<netuid>/<hotkey>/")
     print(f"logs: {summary['logs']}")
-    print(f"dashboards (while running): {', '.join(v['dashboard'] for v in summary['validators'])}")
+    print("validators (address for `registry publish` / `miner submit`, and dashboard while running):")
+    for v in summary["validators"]:
+        print(f"  {v['multiaddr']}  {v['dashboard']}")
+    print(f"subnet owner: {summary['owner']}")
     return 0 if summary["identical"] and summary["scores_identical"] else 1

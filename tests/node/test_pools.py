@@ -214,3 +214,43 @@ def test_the_owner_hears_what_a_pooled_action_will_do(tmp_path: Path) -> None:
     assert "would be dropped: unknown_challenge" in app.registry_outlook(unknown)
     assert len(app.registry_pool) == 4  # advice only: nothing left the pool
     chain.close()
+
+
+def test_a_full_quota_of_the_closing_epoch_does_not_refuse_the_next_epochs_submissions(
+    tmp_path: Path,
+) -> None:
+    """Found running `devnet --keep-running` (issue 16): miners that submit as soon as a validator's
+    tip is the epoch's last block were refused "rate limited" for the *next* epoch (24 of 42
+    answers), and pooled ones were pruned, because the closing epoch's per-miner counts were checked
+    although the next block opens a new epoch and resets them."""
+    from validator_node.pipeline.state import MAX_SUBMISSIONS_PER_MINER
+
+    app, chain = make_app(tmp_path)
+    c = next(
+        c
+        for c in __import__("validator_node.devnet", fromlist=["x"]).example_challenges()
+        if c.challenge_id == "maxsat"
+    )
+    m = ChallengeManifest(
+        "maxsat", "maxsat", 1, hashlib.sha256(c.wasm).digest(), len(c.wasm), 1,
+        ModulePolicy.from_dict(c.policy), 500_000_000, 0, c.task, 0, 1,
+    )  # fmt: skip
+    assert app.offer(RegistryItem(sign_manifest(m, OWNER, NETUID), c.wasm)) is None
+    assert app.offer(RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None)) is None
+    miner = MINERS[0]
+
+    def decide(h: int) -> None:
+        app.apply_decided(h, app.propose(h, VALS[0].public_key, chain.current_block()))
+
+    decide(1)
+    for n in range(MAX_SUBMISSIONS_PER_MINER):
+        assert app.offer(seal(Submission("maxsat", 0, n, c.payloads[0]), miner, NETUID)) is None
+    for h in range(2, B + 1):  # the epoch's last block is B
+        decide(h)
+    assert app.state.miner_counts[(miner.public_key, "maxsat")] == MAX_SUBMISSIONS_PER_MINER
+    assert app.tip_height == B and app.state.is_epoch_end(B)
+    nxt = seal(Submission("maxsat", 1, 0, c.payloads[0]), miner, NETUID)
+    assert app.offer(nxt) is None
+    decide(B + 1)  # and it survives the prune after the block that opens epoch 1, then is taken
+    assert app.state.submissions and any(a.miner == miner.public_key for a in app.state.submissions.values())
+    chain.close()

@@ -65,15 +65,25 @@ def example_challenges(seeds: bool = False) -> list[ExampleChallenge]:
     return out
 
 
-def registry_items(owner_wallet_dir: Path) -> list[bytes]:
-    """The owner's signed actions that add and activate the example challenges."""
+def owner_of(root: Path) -> Any:
+    """The devnet's own owner hotkey (wallet `owner` in the folder), for devnets started without
+    an owner key of the user's."""
+    from wire.keys import Hotkey
+
+    return Hotkey.from_wallet("owner", "default", root / "wallets")
+
+
+def registry_items(owner_wallet_dir: Path, owner: Any = None) -> list[bytes]:
+    """The owner's signed actions that add and activate the example challenges (nonces 1..10),
+    signed by `owner` (a Hotkey), or by the wallet `owner` in `owner_wallet_dir`."""
     from registry.manifest import ChallengeManifest, ModulePolicy
     from registry.state import OP_ACTIVATE, sign_command, sign_manifest
     from validator_node.pipeline.messages import RegistryItem
     from wire.codec import encode
     from wire.keys import Hotkey
 
-    owner = Hotkey.from_wallet("owner", "default", owner_wallet_dir)
+    if owner is None:
+        owner = Hotkey.from_wallet("owner", "default", owner_wallet_dir)
     items, nonce = [], 0
     challenges = example_challenges(seeds=True)
     for c in challenges:
@@ -101,9 +111,9 @@ def registry_items(owner_wallet_dir: Path) -> list[bytes]:
     return items
 
 
-def publish_registry(root: Path, v: DevnetValidator) -> list[str]:
+def publish_registry(root: Path, v: DevnetValidator, owner: Any = None) -> list[str]:
     import trio
 
     from validator_node.p2p.host import submit_items
 
-    return trio.run(submit_items, v.multiaddr(), registry_items(root / "wallets"))
+    return trio.run(submit_items, v.multiaddr(), registry_items(root / "wallets", owner))

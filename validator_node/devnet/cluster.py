@@ -56,9 +56,18 @@ def _peer_id_for(seed: bytes) -> str:
 
 
 def create(
-    root: Path, validators: int, *, miners: int = 6, block_time_ms: int = 1000, tempo: int = 20
+    root: Path,
+    validators: int,
+    *,
+    miners: int = 6,
+    block_time_ms: int = 1000,
+    tempo: int = 20,
+    owner_ss58: str | None = None,
 ) -> tuple[list[DevnetValidator], Path]:
-    """Write wallets, peer keys and a genesis into `root`; return the validators and the genesis path."""
+    """Write wallets, peer keys and a genesis into `root`; return the validators and the genesis path.
+
+    The subnet owner is a new wallet `owner` in the folder, or `owner_ss58` (a key of the user's,
+    e.g. from `registry keygen`, whose secret never enters the folder)."""
     from bittensor import Wallet
 
     from validator_node.chain.local import Genesis, LocalChain
@@ -68,9 +77,11 @@ def create(
     ports = free_ports(2 * validators)
     vals: list[DevnetValidator] = []
     neurons: list[dict[str, Any]] = []
-    owner = Wallet(name="owner", hotkey="default", path=str(wallets))
-    owner.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
-    neurons.append({"hotkey": owner.hotkey.ss58_address, "stake": 0, "validator_permit": False})
+    if owner_ss58 is None:
+        owner = Wallet(name="owner", hotkey="default", path=str(wallets))
+        owner.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
+        owner_ss58 = owner.hotkey.ss58_address
+    neurons.append({"hotkey": owner_ss58, "stake": 0, "validator_permit": False})
     for i in range(validators):
         w = Wallet(name=f"validator{i}", hotkey="default", path=str(wallets))
         w.create_new_hotkey(use_password=False, suppress=True, overwrite=True)
@@ -92,7 +103,7 @@ def create(
         neurons.append({"hotkey": w.hotkey.ss58_address, "stake": 0, "validator_permit": False})
     genesis = {
         "netuid": NETUID,
-        "owner": owner.hotkey.ss58_address,
+        "owner": owner_ss58,
         "neurons": neurons,
         "hyperparameters": {"tempo": tempo, "weights_rate_limit": 0},
         "block_time_ms": block_time_ms,

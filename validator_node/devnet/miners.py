@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,23 +10,41 @@ from validator_node.devnet.challenges import example_challenges
 from validator_node.devnet.cluster import NETUID, DevnetValidator
 from validator_node.p2p.submit_replies import accepted
 
+PAYLOADS_DIR = "payloads"  # <devnet>/payloads/<challenge-id>/*: answers for challenges the miners do not know
+
 
 class Miners:
     """Simulated miners: each epoch, every miner submits one payload per active example challenge,
     and answers the epoch's BitDefense rounds as an honest engine, an always-safe or a random miner
-    (by index). Allways miners trade on the simulated swap market, not through submissions."""
+    (by index). Allways miners trade on the simulated swap market, not through submissions.
+
+    A challenge someone else registered (the owner trying the devnet as a sandbox) gets the files in
+    `<devnet>/payloads/<challenge-id>/`, miner i submitting file (i + epoch) mod n, read afresh each
+    epoch so files can be added while the devnet runs; `unanswered` names active challenges that
+    have none, so the devnet can say why their share is burnt instead of staying silent."""
 
     def __init__(self, root: Path, count: int, validators: list[DevnetValidator]) -> None:
         from wire.keys import Hotkey
 
+        self.root = root
         self.keys = [Hotkey.from_wallet(f"miner{i}", "default", root / "wallets") for i in range(count)]
         self.validators = validators
         self.challenges = [c for c in example_challenges(seeds=True) if c.challenge_id != "allways-swap"]
+        self.known = {c.challenge_id for c in example_challenges(seeds=True)}
         self.done: set[int] = set()
         self.sent = 0
         self.refused: list[str] = []
+        self.unanswered: set[str] = set()
 
-    def items_for(self, epoch: int, seed: bytes) -> list[tuple[int, bytes]]:
+    def payload_files(self, challenge_id: str) -> list[bytes]:
+        d = self.root / PAYLOADS_DIR / challenge_id
+        try:
+            files = sorted(p for p in d.iterdir() if p.is_file())
+        except OSError:
+            return []
+        return [p.read_bytes() for p in files]
+
+    def items_for(self, epoch: int, seed: bytes, active: Sequence[str] = ()) -> list[tuple[int, bytes]]:
         from validator_node.pipeline.messages import Submission
         from wire.codec import encode
         from wire.envelope import seal
@@ -44,11 +63,21 @@ class Miners:
                 for nonce, payload in enumerate(payloads):
                     env = seal(Submission(c.challenge_id, epoch, nonce, payload), key, NETUID)
                     out.append((i % len(self.validators), encode(env)))
+        self.unanswered = set()
+        for cid in sorted(set(active) - self.known):
+            files = self.payload_files(cid)
+            if not files:
+                self.unanswered.add(cid)
+                continue
+            for i, key in enumerate(self.keys):
+                env = seal(Submission(cid, epoch, 0, files[(i + epoch) % len(files)]), key, NETUID)
+                out.append((i % len(self.validators), encode(env)))
         return out
 
-    def submit(self, epoch: int, seed: bytes) -> None:
+    def submit(self, epoch: int, seed: bytes, active: Sequence[str] = ()) -> None:
         """Submit for `epoch`, whose decided seed (`epoch_seed` in a validator's status) draws the
-        epoch's BitDefense rounds."""
+        epoch's BitDefense rounds; `active` (the status's `challenges`) adds the challenges the
+        miners do not know, answered from payload files."""
         import trio
 
         from validator_node.p2p.host import submit_items
@@ -57,7 +86,7 @@ class Miners:
             return
         self.done.add(epoch)
         by_validator: dict[int, list[bytes]] = {}
-        for vi, data in self.items_for(epoch, seed):
+        for vi, data in self.items_for(epoch, seed, active):
             by_validator.setdefault(vi, []).append(data)
 
         async def one(vi: int, items: list[bytes]) -> None:
