@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -49,6 +50,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_command)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_command(args: argparse.Namespace) -> int:
     from validator_node import devnet
 
@@ -72,6 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"devnet: {exc}")
             return 2
     root = Path(args.dir or f"data/devnet-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of a devnet must still stop its validators
     if not args.json:
         length = "until Ctrl-C" if args.keep_running else f"{args.epochs} epochs"
         print(

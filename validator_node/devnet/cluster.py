@@ -193,7 +193,7 @@ def node_command(
 class Processes:
     """The validator processes of a devnet folder, each logging to logs/validator<i>.log.
 
-    A context manager: leaving it stops every process it started (SIGINT, then SIGKILL after a
+    A context manager: leaving it stops every process it started (SIGTERM, then SIGKILL after a
     grace period) and closes the log files, whatever happened inside.
     """
 
@@ -288,7 +288,10 @@ def decided_chain(root: Path, v: DevnetValidator) -> list[tuple[int, str]]:
 def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            # SIGTERM, which the node handles as a clean stop: SIGINT is ignored by processes
+            # started from a background shell (they inherit SIG_IGN), so a devnet run with `&`
+            # could only stop its validators by SIGKILL after the grace period
+            p.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for p in procs:
         try:
