@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -24,7 +24,27 @@ from wire.codec import decode
 from wire.keys import ss58_of
 
 if TYPE_CHECKING:
-    from validator_node.node import ValidatorNode
+    from consensus.validators import ValidatorSet
+    from validator_node.app import Application
+    from validator_node.metrics import Metrics
+    from validator_node.store import NodeStore
+
+
+class NodeView(Protocol):
+    """What the API reads of a running node: the API depends on this, not on the node module,
+    so the node can build its API without the two importing each other."""
+
+    app: Application
+    store: NodeStore
+    metrics: Metrics
+    transport: Any  # .book.links: hotkey -> link with .peer_id
+    aggregator: Any
+
+    @property
+    def vset(self) -> ValidatorSet: ...
+
+    def status(self) -> dict[str, Any]: ...
+
 
 log = logging.getLogger("validator_node.api")
 
@@ -45,7 +65,7 @@ def _ss58(key: bytes) -> str:
 
 
 class NodeApi:
-    def __init__(self, node: ValidatorNode) -> None:
+    def __init__(self, node: NodeView) -> None:
         self.node = node
         self.routes: dict[str, Callable[[list[str], dict[str, list[str]]], Any]] = {
             "status": self.status,

@@ -20,15 +20,12 @@ from registry.state import genesis as registry_genesis
 from runtime.errors import DETERMINISTIC_KINDS
 from validator_node.app_pools import Intake, new_pools
 from validator_node.block import Block, build_block, check_block
-from validator_node.chain.base import Chain
 from validator_node.genesis import GenesisRecord, genesis_hash
 from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import Aggregator, epoch_seed
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
     BlockBody,
-    EpochInfo,
-    NeuronEntry,
 )
 from validator_node.pipeline.proposal import build_body
 from validator_node.pipeline.snapshot import state_root
@@ -44,32 +41,8 @@ from validator_node.pipeline.state import (
 from validator_node.pipeline.validator_sets import consensus_set
 from wire.codec import decode, encode
 from wire.errors import WireError
-from wire.keys import public_key_of
 
 log = logging.getLogger("validator_node.app")
-
-
-def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
-    mg = chain.metagraph()
-    hp = chain.hyperparameters()
-    owner = chain.subnet_owner()
-    owner_uid = mg.uid_of(owner)
-    neurons = tuple(
-        NeuronEntry(
-            uid=n.uid, hotkey=public_key_of(n.hotkey), stake=n.stake, validator_permit=n.validator_permit
-        )
-        for n in mg.neurons
-    )
-    return EpochInfo(
-        epoch=epoch,
-        neurons=neurons,
-        owner_uid=0 if owner_uid is None else owner_uid,
-        min_allowed_weights=hp.min_allowed_weights,
-        max_weight_limit=hp.max_weight_limit,
-        mechanism_count=hp.mechanism_count,
-        version_key=hp.weights_version_key,
-        owner_hotkey=public_key_of(owner) if owner else None,
-    )
 
 
 class Application(Intake):
@@ -103,6 +76,7 @@ class Application(Intake):
         self.evidence_vote_pool, self.evidence_pool = pools[3:]
         self.metrics = Metrics()  # the node shares its own (refusals by reason, disagreements)
         self._forged: dict[bytes, None] = {}  # actions whose signature failed (bounded, oldest out)
+        self._submission_keys: dict[bytes, tuple[int, str]] = {}  # app_pools: read at the door
         # runs challenge modules for epoch-scored challenges; the node sets it (None: none are)
         self.aggregator: Aggregator | None = None
         # local observations for latency attestations (monotonic seconds; never decided as such)

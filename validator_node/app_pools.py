@@ -39,8 +39,8 @@ from validator_node.pipeline.state import (
     submission_id,
     vote_key,
 )
-from wire.codec import decode
-from wire.envelope import SignedEnvelope, open_envelope
+from wire.codec import decode, decode_any
+from wire.envelope import SignedEnvelope, verify_envelope
 from wire.errors import WireError
 
 
@@ -59,6 +59,9 @@ class Intake:
     evidence_pool: Pool  # type: ignore[type-arg]
     first_seen: dict[bytes, float]
     _forged: dict[bytes, None]
+    # (epoch, challenge) of each pooled submission, read when it was offered: the pool is walked
+    # after every block, and decoding thousands of pooled bodies again each time was the cost
+    _submission_keys: dict[bytes, tuple[int, str]]
 
     def _prune(self, body: BlockBody) -> None:
         for env in body.submissions:
@@ -81,11 +84,14 @@ class Intake:
             del self.registry_pool[k]
         epoch = self.state.epoch_of(self.tip_height + 1)
         counts = self._next_block_counts()  # a miner whose quota is used up waits for the next epoch
+        keys = self._submission_keys
+        for k in [k for k in keys if k not in self.submission_pool]:
+            del keys[k]
         stale = [
             k
             for k, e in self.submission_pool.items()
-            if _epoch_of_submission(e) != epoch
-            or counts.get((e.signer, _challenge_of_submission(e)), 0) >= MAX_SUBMISSIONS_PER_MINER
+            if keys.get(k, (-1, ""))[0] != epoch
+            or counts.get((e.signer, keys.get(k, (-1, ""))[1]), 0) >= MAX_SUBMISSIONS_PER_MINER
         ]
         for k in stale:
             del self.submission_pool[k]
@@ -118,27 +124,25 @@ class Intake:
                 self.metrics.inc("pool_refused_total", kind="registry", reason=exc.code)
                 return str(exc)
             return None
-        try:
-            tag = decode_tag(item.body)
+        try:  # the body is parsed once, here; its signature is checked after the cheap checks
+            body = decode_any(item.body, ENVELOPE_BODIES)
         except WireError as exc:
             return f"malformed: {exc}"
-        if tag == "app.submission":
-            return self._offer_submission(item)
-        if tag == "app.attestation":
-            return self._offer_attestation(item)
-        if tag == "app.evidencevote":
-            return self._offer_evidence_vote(item)
-        return f"unexpected item {tag}"
+        if isinstance(body, Submission):
+            return self._offer_submission(item, body)
+        if isinstance(body, Attestation):
+            return self._offer_attestation(item, body)
+        return self._offer_evidence_vote(item, body)
 
     def _offer_registry(self, item: RegistryItem) -> None:
         """Cheap checks, dedup, then the owner's signature and the module's hash, then room."""
-        check_registry_cheap(item, self.state.registry)
+        body = check_registry_cheap(item, self.state.registry)
         key = registry_key(item)  # the action's hash: the module is hashed after the signature
         action = key
         if key in self.registry_pool or action in self._forged:
             raise Refused("duplicate", "duplicate")
         try:
-            check_registry_signed(item, self.netuid)
+            check_registry_signed(item, self.netuid, body)
         except Refused as exc:
             if exc.code == "bad_signature":  # the same forgery again costs no signature check
                 self._forged[action] = None
@@ -192,11 +196,12 @@ class Intake:
             "once a block carries it"
         )
 
-    def _offer_submission(self, env: SignedEnvelope) -> str | None:
-        try:
-            sub = open_envelope(env, Submission, self.netuid)
-        except WireError as exc:
-            return str(exc)
+    def _offer_submission(self, env: SignedEnvelope, sub: Submission) -> str | None:
+        sid = submission_id(env)
+        if sid in self.submission_pool or sid in self.state.submissions:
+            return "duplicate"
+        if env.netuid != self.netuid:
+            return f"signed for netuid {env.netuid}, expected {self.netuid}"
         if not any(n.hotkey == env.signer for n in self.chain_view.neurons):
             return "miner hotkey is not registered on the subnet"
         epoch = self.state.epoch_of(self.tip_height + 1)
@@ -204,9 +209,6 @@ class Intake:
             return f"submission is for epoch {sub.epoch}; the current epoch is {epoch}"
         if not any(m.challenge_id == sub.challenge_id for m in self.state.registry.active(epoch)):
             return f"challenge {sub.challenge_id!r} is not active"
-        sid = submission_id(env)
-        if sid in self.submission_pool or sid in self.state.submissions:
-            return "duplicate"
         if self._next_block_counts().get((env.signer, sub.challenge_id), 0) >= MAX_SUBMISSIONS_PER_MINER:
             return "rate limited: this miner's submissions for the epoch are all admitted"
         mine = sum(1 for e in self.submission_pool.values() if e.signer == env.signer)
@@ -216,17 +218,18 @@ class Intake:
         if full is not None:
             self.metrics.inc("pool_refused_total", kind="submission", reason=full.code)
             return str(full)
+        try:
+            verify_envelope(env, Submission, self.netuid)
+        except WireError as exc:
+            return str(exc)
+        self._submission_keys[sid] = (sub.epoch, sub.challenge_id)
         self.submission_pool[sid] = env
         self.first_seen.setdefault(sid, time.monotonic())
         return None
 
-    def _offer_attestation(self, env: SignedEnvelope) -> str | None:
+    def _offer_attestation(self, env: SignedEnvelope, att: Attestation) -> str | None:
         if env.signer not in self.vset:
             return "attestation from a non-validator"
-        try:
-            att = open_envelope(env, Attestation, self.netuid)
-        except WireError as exc:
-            return str(exc)
         key = (att.submission_id, env.signer)
         if key in self.attestation_pool:
             return "duplicate"
@@ -236,16 +239,16 @@ class Intake:
         if full is not None:
             self.metrics.inc("pool_refused_total", kind="attestation", reason=full.code)
             return str(full)
+        try:
+            verify_envelope(env, Attestation, self.netuid)
+        except WireError as exc:
+            return str(exc)
         self.attestation_pool[key] = env
         return None
 
-    def _offer_evidence_vote(self, env: SignedEnvelope) -> str | None:
+    def _offer_evidence_vote(self, env: SignedEnvelope, vote: EvidenceVote) -> str | None:
         if env.signer not in self.vset:
             return "evidence vote from a non-validator"
-        try:
-            vote = open_envelope(env, EvidenceVote, self.netuid)
-        except WireError as exc:
-            return str(exc)
         if vote.epoch != self.state.epoch_of(self.tip_height + 1):
             return f"evidence vote for epoch {vote.epoch}"
         if not self._active(vote.challenge_id, vote.epoch):  # else made-up ids could fill the pool
@@ -259,6 +262,10 @@ class Intake:
         if full is not None:
             self.metrics.inc("pool_refused_total", kind="evidence_vote", reason=full.code)
             return str(full)
+        try:
+            verify_envelope(env, EvidenceVote, self.netuid)
+        except WireError as exc:
+            return str(exc)
         self.evidence_vote_pool[key] = env
         return None
 
@@ -297,27 +304,8 @@ def _epoch_of_vote(env: SignedEnvelope) -> int:
         return -1
 
 
-def decode_tag(body: bytes) -> str:
-    from wire import cbor
-
-    value = cbor.loads(body, 2 * 1024 * 1024, plain_check=False)
-    if not isinstance(value, list) or not value or not isinstance(value[0], str):
-        raise WireError("not a tagged message")
-    return value[0]
-
-
-def _epoch_of_submission(env: SignedEnvelope) -> int:
-    try:
-        return decode(env.body, Submission).epoch
-    except WireError:
-        return -1
-
-
-def _challenge_of_submission(env: SignedEnvelope) -> str:
-    try:
-        return decode(env.body, Submission).challenge_id
-    except WireError:
-        return ""
+# what a signed envelope offered to the pools may carry (one parse of the body dispatches on its tag)
+ENVELOPE_BODIES: tuple[type, ...] = (Submission, Attestation, EvidenceVote)
 
 
 def new_pools() -> tuple[Pool, Pool, Pool, Pool, Pool]:  # type: ignore[type-arg]

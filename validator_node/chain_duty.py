@@ -11,18 +11,12 @@ from typing import Any
 import trio
 
 from consensus.validators import ValidatorSet
-from validator_node.app import epoch_info_from_chain
-from validator_node.chain.base import Chain, Metagraph
+from validator_node.chain.base import Chain
+from validator_node.chain_view import epoch_info_from_chain, validator_set_of
 from validator_node.pipeline.messages import EpochWeights, WeightRowMsg
-from wire.keys import Hotkey, public_key_of
+from wire.keys import Hotkey
 
 log = logging.getLogger("validator_node")
-
-
-def validator_set_of(mg: Metagraph) -> ValidatorSet | None:
-    """The metagraph's validators: permit and positive stake, stake in rao (integers)."""
-    members = [(public_key_of(n.hotkey), n.stake) for n in mg.validators(min_stake=1)]
-    return ValidatorSet.of(members) if members else None
 
 
 def validator_set_from(chain: Chain) -> ValidatorSet:

@@ -33,6 +33,7 @@ from consensus.certificates import CertificateError, verify_vouched
 from consensus.messages import DecisionPacket
 from consensus.validators import ValidatorSet
 from validator_node.chain.base import Chain
+from validator_node.chain_view import epoch_info_from_chain, validator_set_of
 from validator_node.pipeline.messages import EpochInfo
 from validator_node.pipeline.snapshot import ValidatorRow
 from wire.codec import U8, U16, U32, U64, Bytes32, Len, decode, encode, wire_message
@@ -95,8 +96,6 @@ def parse_hash(text: str) -> bytes:
 def record_from_chain(chain: Chain, netuid: int, epoch_blocks: int) -> GenesisRecord:
     """Read a new network's genesis from the chain, once: its validators (permit and stake),
     owner, mechanism count and the chain view epoch 0 starts with."""
-    from validator_node.app import epoch_info_from_chain
-    from validator_node.chain_duty import validator_set_of
     from wire.keys import public_key_of
 
     mg = chain.metagraph()

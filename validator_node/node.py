@@ -36,14 +36,16 @@ from consensus.actions import (
 )
 from consensus.messages import DecisionPacket
 from consensus.validators import ValidatorSet
-from validator_node.app import Application, epoch_info_from_chain
+from validator_node.app import Application
 from validator_node.chain.base import Chain
 from validator_node.chain_duty import ChainDuty, validator_set_from
+from validator_node.chain_view import epoch_info_from_chain
 from validator_node.evaluation import Evaluator, SandboxAggregator
 from validator_node.evidence import EvidenceDuty, parse_sources
 from validator_node.genesis import GenesisProof, GenesisRecord, genesis_hash
 from validator_node.genesis import resolve as resolve_genesis
 from validator_node.metrics import Metrics
+from validator_node.p2p.channels import CONSENSUS
 from validator_node.p2p.host import ConsensusTransport, load_or_create_peer_seed
 from validator_node.p2p.submit_replies import Accepted
 from validator_node.payloads import PayloadDuty, PayloadStore
@@ -64,9 +66,6 @@ from wire.keys import Hotkey
 
 log = logging.getLogger("validator_node")
 
-# first byte of every frame on a validator link: which layer it is for. Only consensus is left
-# (0x01, app items, moved to GossipSub: p2p/gossip.py); other values are counted and dropped.
-CONSENSUS = b"\x00"
 MIN_EPOCH_BLOCKS = 4
 
 

@@ -24,6 +24,7 @@ from consensus.validators import ValidatorSet
 from validator_node.app import Application
 from validator_node.block import Block
 from validator_node.metrics import Metrics
+from validator_node.p2p.channels import CONSENSUS
 from validator_node.pipeline.snapshot import (
     AppSnapshot,
     Checkpoint,
@@ -359,8 +360,6 @@ class StateSync:
         replica verifies its certificate against the validator set and decides it (or refuses
         it: consensus_rejected_total) exactly as for a peer's decision transfer. Returns how many
         heights the replica advanced."""
-        from validator_node.node import CONSENSUS
-
         advanced = 0
         while True:
             start = self.replica.height

@@ -47,6 +47,15 @@ def open_envelope(env: SignedEnvelope, expected: type[M], netuid: int) -> M:
     return decode(env.body, expected)
 
 
+def verify_envelope(env: SignedEnvelope, body_type: type, netuid: int) -> None:
+    """Check subnet and signature of an envelope whose body the caller already decoded (as
+    `body_type`), so an item is parsed once and cheap checks can run before the signature."""
+    if env.netuid != netuid:
+        raise WireError(f"signed for netuid {env.netuid}, expected {netuid}")
+    if not keys.verify(env.signer, signing_bytes(netuid, body_type, env.body), env.signature):
+        raise WireError(f"bad signature on {spec_of(body_type).tag} from {env.signer.hex()[:16]}")
+
+
 def open_unverified(env: SignedEnvelope, expected: type[M]) -> M:
     """Decode the body without checking the signature (for callers that verify separately)."""
     return decode(env.body, expected)

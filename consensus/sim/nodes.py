@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from consensus.actions import (
     Broadcast,
@@ -21,7 +21,7 @@ from consensus.actions import (
     RequestProposal,
     Send,
 )
-from consensus.crypto import seal
+from consensus.crypto import Scheme, seal
 from consensus.messages import (
     PHASE_COMMIT,
     PHASE_PREPARE,
@@ -35,12 +35,35 @@ from consensus.messages import (
     VoteSignature,
     block_hash_of,
 )
-from consensus.replica import Replica
+from consensus.replica import Replica, ReplicaConfig
 from consensus.sim.app import ChainApp, make_block
+from consensus.sim.network import EventLoop, Network
+from consensus.validators import ValidatorSet
 from wire.codec import decode, encode
 
-if TYPE_CHECKING:
-    from consensus.sim.runner import Simulation
+
+class Simulation(Protocol):
+    """What a node sees of the simulation running it (`runner.Simulation` is one): the nodes
+    depend on this, so the runner imports them without the two importing each other."""
+
+    replica_config: ReplicaConfig
+    scheme: Scheme
+    loop: EventLoop
+    net: Network
+    rng: random.Random
+
+    @property
+    def nodes(self) -> Sequence[SimNode]: ...
+
+    def validator_set_for(self, height: int) -> ValidatorSet: ...
+
+    def others(self, idx: int) -> list[int]: ...
+
+    def split_half(self, idx: int) -> frozenset[int]: ...
+
+    def deliver_to(self, src: int, targets: Iterable[int], packet: Any) -> None: ...
+
+    def record_decision(self, node: SimNode, a: Decide) -> None: ...
 
 
 class SimNode:

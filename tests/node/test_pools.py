@@ -254,3 +254,46 @@ def test_a_full_quota_of_the_closing_epoch_does_not_refuse_the_next_epochs_submi
     decide(B + 1)  # and it survives the prune after the block that opens epoch 1, then is taken
     assert app.state.submissions and any(a.miner == miner.public_key for a in app.state.submissions.values())
     chain.close()
+
+
+def test_an_offered_envelope_is_parsed_once_and_a_duplicate_costs_no_signature_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: an item was CBOR-decoded two or three times at the door (its tag, then its body
+    again to open the envelope), and a replayed submission paid a signature check before the
+    duplicate check. Now: one parse of the body, cheap checks and dedup, then the signature."""
+    import wire.cbor
+    import wire.envelope
+    from validator_node.devnet import example_challenges
+
+    app, chain = make_app(tmp_path)
+    c = next(c for c in example_challenges() if c.challenge_id == "maxsat")
+    m = ChallengeManifest(
+        "maxsat", "maxsat", 1, hashlib.sha256(c.wasm).digest(), len(c.wasm), 1,
+        ModulePolicy.from_dict(c.policy), 500_000_000, 0, c.task, 0, 1,
+    )  # fmt: skip
+    assert app.offer(RegistryItem(sign_manifest(m, OWNER, NETUID), c.wasm)) is None
+    assert app.offer(RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None)) is None
+    app.apply_decided(1, app.propose(1, VALS[0].public_key, chain.current_block()))
+    env = seal(Submission("maxsat", 0, 0, c.payloads[0]), MINERS[0], NETUID)
+
+    parses, verifies = [0], [0]
+    real_loads, real_verify = wire.cbor.loads, wire.envelope.keys.verify
+
+    def counting_loads(*a: object, **k: object) -> object:
+        parses[0] += 1
+        return real_loads(*a, **k)  # type: ignore[arg-type]
+
+    def counting_verify(*a: object) -> bool:
+        verifies[0] += 1
+        return real_verify(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wire.cbor, "loads", counting_loads)
+    monkeypatch.setattr(wire.envelope.keys, "verify", counting_verify)
+    assert app.offer(env) is None
+    assert (parses[0], verifies[0]) == (1, 1)
+    assert app.offer(env) == "duplicate"
+    assert (parses[0], verifies[0]) == (2, 1)  # the replay: parsed, found pooled, never verified
+    forged = SignedEnvelope(NETUID, env.signer, env.body, bytes(64))
+    assert "bad signature" in (app.offer(forged) or "")
+    chain.close()

@@ -23,7 +23,7 @@ from registry.manifest import (
 from registry.state import RegistryState
 from validator_node.pipeline.messages import RegistryItem
 from wire.codec import decode, encode
-from wire.envelope import open_envelope
+from wire.envelope import verify_envelope
 from wire.errors import WireError
 
 # The owner's next actions a validator holds: a burst of up to one block's worth (a block carries
@@ -104,8 +104,9 @@ def registry_nonce(item: RegistryItem) -> int:
         return -1
 
 
-def check_registry_cheap(item: RegistryItem, registry: RegistryState) -> None:
-    """The checks that cost no signature and no hash of the module; raises Refused."""
+def check_registry_cheap(item: RegistryItem, registry: RegistryState) -> ChallengeManifest | ChallengeCommand:
+    """The checks that cost no signature and no hash of the module; raises Refused. Returns the
+    signed body, decoded once here for `check_registry_signed`."""
     env = item.action.signed
     op = item.action.op
     if op not in MANIFEST_OPS + COMMAND_OPS:
@@ -122,9 +123,12 @@ def check_registry_cheap(item: RegistryItem, registry: RegistryState) -> None:
                 "too_large",
                 f"a {len(item.module)}-byte module cannot fit a block ({MAX_REGISTRY_ITEM_BYTES} max)",
             )
-    nonce = registry_nonce(item)
-    if nonce < 0:
-        raise Refused("malformed", f"the signed body is not a {op} message")
+    cls = ChallengeManifest if op in MANIFEST_OPS else ChallengeCommand
+    try:
+        body: ChallengeManifest | ChallengeCommand = decode(env.body, cls)
+    except WireError:
+        raise Refused("malformed", f"the signed body is not a {op} message") from None
+    nonce = body.nonce
     if nonce <= registry.last_nonce:
         raise Refused(
             "stale_nonce", f"stale nonce: the registry has applied nonce {registry.last_nonce} (replay?)"
@@ -134,22 +138,24 @@ def check_registry_cheap(item: RegistryItem, registry: RegistryState) -> None:
             "nonce_too_far",
             f"nonce {nonce} is more than {NONCE_WINDOW} past the last applied {registry.last_nonce}",
         )
-    if op in MANIFEST_OPS and item.module is not None:
-        m = decode(env.body, ChallengeManifest)
+    if isinstance(body, ChallengeManifest) and item.module is not None:
+        m = body
         if len(item.module) != m.wasm_size or len(item.module) > m.policy.max_module_bytes:
             raise Refused(
                 "module_size",
                 f"module is {len(item.module)} B; the manifest says {m.wasm_size} B "
                 f"(policy cap {m.policy.max_module_bytes} B)",
             )
+    return body
 
 
-def check_registry_signed(item: RegistryItem, netuid: int) -> None:
-    """The owner's signature, then the module's hash (after dedup: these cost CPU); raises Refused."""
-    op = item.action.op
-    cls = ChallengeManifest if op in MANIFEST_OPS else ChallengeCommand
+def check_registry_signed(
+    item: RegistryItem, netuid: int, body: ChallengeManifest | ChallengeCommand
+) -> None:
+    """The owner's signature, then the module's hash (after dedup: these cost CPU); raises Refused.
+    `body` is what `check_registry_cheap` decoded."""
     try:
-        body = open_envelope(item.action.signed, cls, netuid)
+        verify_envelope(item.action.signed, type(body), netuid)
     except WireError as exc:
         raise Refused("bad_signature" if "signature" in str(exc) else "malformed", str(exc)) from None
     module = item.module

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from consensus.validators import ValidatorSet
 from registry.manifest import MANIFEST_OPS
-from registry.state import RegistryError, RegistryState, with_chain_params
+from registry.state import RegistryError, with_chain_params
 from registry.state import apply as registry_apply
+from validator_node.pipeline.app_state import Admitted, AppState
 from validator_node.pipeline.evidence import (
     AggregateOutputInvalid,
     Aggregator,
@@ -35,7 +36,6 @@ from validator_node.pipeline.messages import (
     EpochWeights,
     EvidenceBundle,
     EvidenceVote,
-    PayloadRef,
     RegistryItem,
     Submission,
     WeightRowMsg,
@@ -63,46 +63,6 @@ class LocalFailure(Exception):
     busy host, a full disk, a host fault): not a verdict on the block. Never memoised; validating
     or proposing gives up for now (a later view retries), and a decided block is applied anyway
     (`apply_body(on_disagreement=...)`)."""
-
-
-@dataclass(frozen=True)
-class Admitted:
-    submission_id: bytes
-    challenge_id: str
-    miner: bytes
-    uid: int
-    height: int
-    payload: bytes
-    seed: bytes  # the evaluation's `platform.seed`: from the parent hash, so every validator agrees
-    payload_ref: PayloadRef | None = None  # set for payloads above the inline cap (then payload is b"")
-
-
-@dataclass(frozen=True)
-class AppState:
-    netuid: int
-    epoch_blocks: int
-    registry: RegistryState
-    modules: Mapping[bytes, bytes] = field(default_factory=dict)
-    epoch_info: EpochInfo | None = None
-    submissions: Mapping[bytes, Admitted] = field(default_factory=dict)
-    attestations: Mapping[bytes, Mapping[bytes, int]] = field(default_factory=dict)
-    miner_counts: Mapping[tuple[bytes, str], int] = field(default_factory=dict)
-    weights: Mapping[int, EpochWeights] = field(default_factory=dict)
-    # this epoch's evidence for epoch-scored challenges (pipeline.evidence)
-    evidence_votes: Mapping[str, Mapping[bytes, bytes]] = field(default_factory=dict)
-    evidence: Mapping[tuple[str, bytes], EvidenceBundle] = field(default_factory=dict)
-    # the consensus set of the current epoch, from the previous epoch's decided EpochInfo (None:
-    # the genesis set still applies; pipeline.validator_sets)
-    validators: ValidatorSet | None = None
-
-    def epoch_of(self, height: int) -> int:
-        return (height - 1) // self.epoch_blocks
-
-    def is_epoch_start(self, height: int) -> bool:
-        return (height - 1) % self.epoch_blocks == 0
-
-    def is_epoch_end(self, height: int) -> bool:
-        return height % self.epoch_blocks == 0
 
 
 def submission_id(env: SignedEnvelope) -> bytes:

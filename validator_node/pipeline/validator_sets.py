@@ -21,13 +21,9 @@ Pure: integers and decided inputs only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from consensus.validators import ValidatorSet
+from validator_node.pipeline.app_state import AppState
 from validator_node.pipeline.messages import EpochInfo
-
-if TYPE_CHECKING:
-    from validator_node.pipeline.state import AppState
 
 
 def validators_of(info: EpochInfo | None) -> ValidatorSet | None:
