@@ -121,6 +121,9 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         self._future_seen: dict[int, set[tuple[bytes, bytes]]] = {}
         self._pending_proposal: tuple[int, int] | None = None
         self.round = RoundState(self.height, validator_sets(self.height))
+        # the highest height each validator of the current set signed a verified statement for:
+        # for operators (is a peer behind, or silent?), never for the protocol; one entry per member
+        self.peer_heights: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -233,6 +236,8 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
             return None
         if signer != self.me:
             self._budget.reached(signer, height, self._now)
+            if signer in self.round.vset and height > self.peer_heights.get(signer, -1):
+                self.peer_heights[signer] = height
         key = (signer, env.signature + env.body) if cls is Vote else None
         if not self._route_height(height, signer, pkt, out, key):
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +40,9 @@ class NodeView(Protocol):
     metrics: Metrics
     transport: Any  # .book.links: hotkey -> link with .peer_id
     aggregator: Any
+    replica: Any  # .peer_heights: hotkey -> highest height it signed for
+    hotkey: Any  # .public_key
+    peer_last_seen: dict[bytes, float]
 
     @property
     def vset(self) -> ValidatorSet: ...
@@ -76,6 +80,7 @@ class NodeApi:
             "submissions": self.submissions,
             "weights": self.weights,
             "evidence": self.evidence,
+            "evaluations": self.evaluations,
             "leaderboard": self.leaderboard,
         }
 
@@ -89,10 +94,41 @@ class NodeApi:
         return st
 
     def peers(self, parts: list[str], q: dict[str, list[str]]) -> Any:
-        return [
-            {"hotkey": _ss58(hk), "peer_id": link.peer_id}
-            for hk, link in sorted(self.node.transport.book.links.items())
-        ]
+        """Every validator of the current set: linked or not, the highest height it signed a
+        verified statement for, and how long ago its last frame arrived."""
+        links = self.node.transport.book.links
+        heights = self.node.replica.peer_heights
+        seen = self.node.peer_last_seen
+        now = time.time()
+        out = []
+        for v in self.node.vset.validators:
+            hk = v.hotkey
+            link = links.get(hk)
+            me = hk == self.node.hotkey.public_key
+            out.append(
+                {
+                    "hotkey": _ss58(hk),
+                    "peer_id": self.node.transport.peer_id if me else None if link is None else link.peer_id,
+                    "linked": link is not None,
+                    "self": me,
+                    "height": heights.get(hk),
+                    "last_seen_s": None if hk not in seen else round(now - seen[hk], 1),
+                }
+            )
+        return out
+
+    def evaluations(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        """This node's evaluations since it started, per challenge: results by kind and fuel."""
+        counts = self.node.metrics.counters.get("evaluations_total", {})
+        fuel = self.node.metrics.counters.get("evaluation_fuel_total", {})
+        out: dict[str, dict[str, Any]] = {}
+        for labels, n in counts.items():
+            lab = dict(labels)
+            row = out.setdefault(lab.get("challenge", "?"), {"results": {}, "fuel": 0})
+            row["results"][lab.get("result", "?")] = int(n)
+        for labels, n in fuel.items():
+            out.setdefault(dict(labels).get("challenge", "?"), {"results": {}, "fuel": 0})["fuel"] = int(n)
+        return {cid: out[cid] for cid in sorted(out)}
 
     def blocks(self, parts: list[str], q: dict[str, list[str]]) -> Any:
         store = self.node.store
@@ -216,10 +252,14 @@ class NodeApi:
         current = epoch_scores(app.state, app.vset_for(max(app.tip_height, 1)), self.node.aggregator)
         last = self.node.app.last_epoch_scores
 
-        def board(scores: dict[str, dict[int, int]]) -> dict[str, list[dict[str, int]]]:
+        info = app.state.epoch_info
+        hotkeys = {} if info is None else {n.uid: _ss58(n.hotkey) for n in info.neurons}
+
+        def board(scores: dict[str, dict[int, int]]) -> dict[str, list[dict[str, Any]]]:
             return {
                 cid: [
-                    {"uid": u, "score": sc} for u, sc in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))
+                    {"uid": u, "hotkey": hotkeys.get(u), "score": sc}
+                    for u, sc in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))
                 ]
                 for cid, per in sorted(scores.items())
             }
@@ -249,7 +289,13 @@ class NodeApi:
                     ],
                 }
             )
-        return {"decided": out, "submitted": self.node.store.submitted_weights()}
+        info = self.node.app.state.epoch_info
+        return {
+            "decided": out,
+            "submitted": self.node.store.submitted_weights(),
+            # the remainder of every row goes to the owner's UID: that weight is the burn
+            "owner_uid": None if info is None else info.owner_uid,
+        }
 
     def evidence(self, parts: list[str], q: dict[str, list[str]]) -> Any:
         rows = self.node.store.db.execute("SELECT height, data FROM evidence ORDER BY height DESC LIMIT 100")

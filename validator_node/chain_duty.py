@@ -5,6 +5,7 @@ submits. A mixin of `ValidatorNode`, like state_sync, evidence and payloads."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +38,7 @@ class ChainDuty:
     transport: Any
     chain_vset: ValidatorSet
     last_weights: dict[str, Any] | None
+    last_weights_result: dict[str, Any] | None  # the newest attempt, for the dashboard
     _permitted: frozenset[bytes]
     _chain_block: int
     _weights_pending: int
@@ -163,6 +165,13 @@ class ChainDuty:
             else:
                 block, result = receipt.block, "ok"
             uids, values = list(row.uids), list(row.weights)
+            self.last_weights_result = {
+                "epoch": weights.epoch,
+                "mechid": row.mechid,
+                "result": result,
+                "chain_block": block,
+                "time": time.time(),  # display only
+            }
             await trio.to_thread.run_sync(
                 self.store.record_weights, weights.epoch, row.mechid, uids, values, block, result
             )

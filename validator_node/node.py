@@ -194,6 +194,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         self._done = trio.Event()
         self._nursery: trio.Nursery
         self.last_weights: dict[str, Any] | None = None
+        self.last_weights_result: dict[str, Any] | None = None
+        # wall-clock time of the last frame from each validator (operators' view only)
+        self.peer_last_seen: dict[bytes, float] = {}
         self._weights_pending = 0
         self.api_port: int | None = None
 
@@ -318,7 +321,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                 got = await self._inbound_recv.receive()
             now = trio.current_time()
             if got is not None:
-                _, data = got
+                sender, data = got
+                if sender in self.transport.book.links:  # admitted validators only: bounded
+                    self.peer_last_seen[sender] = time.time()
                 if data[:1] == CONSENSUS:
                     await self._execute(self.replica.on_message(data[1:], now))
                 else:
@@ -518,6 +523,9 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             "challenges": [m.challenge_id for m in self.app.state.registry.active()],
             "submissions": len(self.app.state.submissions),
             "last_weights": self.last_weights,
+            "last_weights_result": self.last_weights_result,
+            "epoch_blocks": self.app.state.epoch_blocks,
+            "version": _version(),
             "voting_halted": self._voting_halted,
             "last_epoch_scores": None
             if self.app.last_epoch_scores is None
@@ -543,3 +551,12 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
 
 def _hex_or_none(b: bytes | None) -> str | None:
     return None if b is None else b.hex()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("platform-validator")
+    except PackageNotFoundError:
+        return "unknown"

@@ -89,7 +89,20 @@ def test_json_api(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
     board = json.loads(get(base + "/api/leaderboard")[1])
     assert board["last_epoch"] is not None and board["last"], board
     assert all(row["score"] > 0 for rows in board["last"].values() for row in rows)
-    assert json.loads(get(base + "/api/peers")[1])[0]["peer_id"].startswith("12D3")
+    peers = json.loads(get(base + "/api/peers")[1])
+    assert len(peers) == 4 and all(p["peer_id"].startswith("12D3") for p in peers)
+    others = [p for p in peers if not p["self"]]
+    assert len(others) == 3 and all(p["linked"] and p["height"] >= 1 for p in others), peers
+    assert all(p["last_seen_s"] is not None and p["last_seen_s"] < 60 for p in others), peers
+    assert all(
+        row["hotkey"] and row["hotkey"].startswith("5") for rows in board["last"].values() for row in rows
+    )
+    assert weights["owner_uid"] == 0
+    evals = json.loads(get(base + "/api/evaluations")[1])
+    assert evals["maxsat"]["results"].get("ok", 0) > 0 and evals["maxsat"]["fuel"] > 0, evals
+    assert st["version"] == "0.1.0" and st["epoch_blocks"] == EPOCH_BLOCKS
+    last = json.loads(get(base + "/api/status")[1])["last_weights_result"]  # after the submitted rows
+    assert last["result"] == "ok" and last["chain_block"] > 0, last
     assert get(base + "/api/evidence")[0] == 200
     # errors are clear and never take the node down
     assert get(base + "/api/blocks/999999")[0] == 404
@@ -155,6 +168,10 @@ def test_dashboard_renders_in_headless_chromium(
     assert 'data-loaded="yes"' in dom, dom[-2000:]
     assert "maxsat" in dom and "tsp-tour" in dom and "(closed)" in dom
     assert dom.count("data-uid=") >= 2  # the weight chart drew the owner's and the miners' bars
+    assert "burn (owner, uid 0)" in dom  # the owner's bar is the burn, labelled as such
+    assert "last set_weights" in dom and "at block" in dom  # the chain panel saw a set_weights land
+    assert f" of {EPOCH_BLOCKS}</span>" in dom  # epoch progress
+    assert "fuel / eval" in dom and "maxsat" in dom
     shot = tmp_path / "dashboard.png"
     subprocess.run(
         [browser, *flags, f"--screenshot={shot}", "--window-size=1400,1000", url],

@@ -34,6 +34,7 @@ class Duty(ChainDuty):
         self.store = NodeStore(path)
         self.app = SimpleNamespace(state=SimpleNamespace(epoch_info=None))
         self.last_weights = None
+        self.last_weights_result = None
         self._weights_pending = 0
 
 
