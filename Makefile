@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo bench soak soak-memory clean
+.PHONY: install test lint format demo bench soak soak-memory clean deploy-check
 
 install: $(STAMP)
 
@@ -43,3 +43,9 @@ soak-memory: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# runs deploy/ecosystem.config.js under pm2 from npm (pinned; cached in ~/.cache/platform-validator)
+# against a one-validator devnet, and systemd-analyze verify on deploy/validator-node.service
+# (scripts/deploy-check.sh; docs/operator.md sections 11-12). Not part of `make test`.
+deploy-check: $(STAMP)
+	VENV=$(VENV) bash scripts/deploy-check.sh

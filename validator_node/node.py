@@ -277,7 +277,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                 await nursery.start(self._run_dht)
             nursery.start_soon(self._chain_poller)
             nursery.start_soon(self._status_writer)
-            nursery.start_soon(self._stop_on_sigterm)
+            nursery.start_soon(self._stop_on_signal)
             if self.cfg.api_port is not None:
                 from validator_node.api import NodeApi
 
@@ -472,13 +472,18 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
             score if ok else f"error {kind}",
         )
 
-    async def _stop_on_sigterm(self) -> None:
-        """systemd and container runtimes stop services with SIGTERM: stop as cleanly as on Ctrl-C."""
+    async def _stop_on_signal(self) -> None:
+        """SIGTERM (systemd, Docker) and SIGINT (Ctrl-C, pm2) stop the node the same clean way:
+        weights being submitted may reach the chain first. A second Ctrl-C interrupts at once. A
+        SIGINT the process was started ignoring (a background job of a shell) stays ignored."""
         import signal
 
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async for _ in signals:
-                log.info("SIGTERM: stopping")
+        wanted = [signal.SIGTERM]
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            wanted.append(signal.SIGINT)
+        with trio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
                 self._done.set()
                 return
 

@@ -218,7 +218,9 @@ class Processes:
         self._files.append(log)
         cmd = node_command(self.root, v, self.vals, self.stop_at, self.epoch_blocks, self.block_interval)
         env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-        self.procs[v.index] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.procs[v.index] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint
+        )
         return self.procs[v.index]
 
     def start_all(self, vals: list[DevnetValidator] | None = None) -> Processes:
@@ -243,6 +245,12 @@ class Processes:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _default_sigint() -> None:
+    """A validator of a devnet handles SIGINT as a started-by-hand node does, even when the devnet
+    (or the test runner) was started from a background shell, which ignores SIGINT for its children."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_until(pred: Any, timeout: float, what: str = "the devnet") -> None:
