@@ -1,9 +1,10 @@
 """The node's HTTP interface: JSON status API, Prometheus `/metrics`, and the dashboard at `/`.
 
-A deliberately small HTTP/1.1 server on trio (GET only, one request per connection, bounded
-request size, per-connection timeout and a cap on concurrent connections), so the node needs no
-web framework and nothing here can block the event loop. It binds to 127.0.0.1 unless the
-operator configures otherwise, and is off unless a port is given.
+An ASGI app (Starlette) served by hypercorn on the node's own trio loop: GET and HEAD only,
+request heads of at most 8 KiB, idle and slow connections closed after 10 s, at most 64
+connections at once, nothing cached. Handlers read the node's state on the event loop and never
+block it. It binds to 127.0.0.1 unless the operator configures otherwise, and is off unless a port
+is given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import trio
+from hypercorn.config import Config as HypercornConfig
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from validator_node.block import Block
 from validator_node.pipeline.messages import EMPTY_BODY, BlockBody
@@ -311,12 +319,13 @@ class NodeApi:
     # --- HTTP ---------------------------------------------------------------------------------
 
     def respond(self, path: str) -> tuple[int, str, bytes]:
+        """Status, content type and body for a GET of `path` (with its query string)."""
         url = urlsplit(path)
         q = parse_qs(url.query)
         if url.path in ("/", "/index.html"):
             return 200, "text/html; charset=utf-8", dashboard_html()
         if url.path == "/metrics":
-            return 200, "text/plain; version=0.0.4", self.node.metrics.render().encode()
+            return 200, CONTENT_TYPE_LATEST, self.node.metrics.render().encode()
         parts = [p for p in url.path.split("/") if p]
         if len(parts) >= 2 and parts[0] == "api" and parts[1] in self.routes:
             try:
@@ -328,65 +337,96 @@ class NodeApi:
             return 200, "application/json", json.dumps(value, sort_keys=True).encode()
         return 404, "application/json", json.dumps({"error": f"no route {url.path}"}).encode()
 
+    def asgi_app(self) -> Starlette:
+        """The API as an ASGI application: GET (and HEAD) only, every response uncached.
+
+        Handlers are `async` on purpose: they read the node's state, which only the trio loop may
+        touch, so they must not run in a worker thread (Starlette's choice for sync handlers)."""
+
+        async def get(request: Request) -> Response:
+            self.node.metrics.inc("http_requests_total")
+            if _head_size(request) > MAX_REQUEST:  # h11 refuses only heads still incomplete
+                return Response(b"request too large", 431, media_type="text/plain", headers=SECURITY_HEADERS)
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            status, ctype, body = self.respond(path)
+            return Response(body, status_code=status, media_type=ctype, headers=SECURITY_HEADERS)
+
+        async def refused(request: Request, exc: Exception) -> Response:
+            code = exc.status_code if isinstance(exc, HTTPException) else 500
+            return Response(
+                json.dumps({"error": _REASONS.get(code, "error")}),
+                status_code=code,
+                media_type="application/json",
+                headers={**SECURITY_HEADERS, **({"Allow": "GET, HEAD"} if code == 405 else {})},
+            )
+
+        return Starlette(
+            routes=[Route("/{path:path}", get, methods=["GET", "HEAD"])],
+            exception_handlers={HTTPException: refused},
+        )
+
+    def server_config(self, host: str, port: int) -> HypercornConfig:
+        """The bounds of the old hand-written server, as hypercorn's settings: a request's head is
+        at most MAX_REQUEST bytes (431 beyond, from h11), an idle or slow connection is closed
+        after REQUEST_TIMEOUT, and HTTP/2 streams per connection are few (the cap on connections
+        is `serve`'s own, hypercorn has none)."""
+        config = HypercornConfig()
+        config.bind = [f"{host}:{port}"]
+        config.h11_max_incomplete_size = MAX_REQUEST
+        config.keep_alive_timeout = REQUEST_TIMEOUT
+        config.read_timeout = int(REQUEST_TIMEOUT)
+        config.h2_max_concurrent_streams = 8
+        config.h2_max_header_list_size = MAX_REQUEST
+        config.max_app_queue_size = 4
+        config.accesslog = None
+        config.errorlog = logging.getLogger("validator_node.api")
+        return config
+
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """Serve the API with hypercorn on trio, at most MAX_CONNECTIONS connections at once (more
+        wait in the listen backlog): hypercorn's own `serve` has no such cap, so its connection
+        handler runs here under a limiter (hypercorn is pinned; tests/node/test_api.py covers it)."""
+        from hypercorn.trio.tcp_server import TCPServer
+        from hypercorn.trio.worker_context import WorkerContext
+        from hypercorn.utils import wrap_app
+
+        config = self.server_config(host, port)
+        app = wrap_app(self.asgi_app(), config.wsgi_max_body_size, "asgi")
+        context = WorkerContext(None)
         limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()[1]
         log.info("HTTP API and dashboard on http://%s:%d/", host, bound)
         task_status.started(bound)
+        metrics = self.node.metrics
 
         async def handler(stream: trio.SocketStream) -> None:
+            if limiter.available_tokens == 0:
+                metrics.inc("http_connections_waited_total")  # over the cap: it waits for a slot
             async with limiter:
-                await self._handle(stream)
+                metrics.set("http_connections_open", limiter.borrowed_tokens)
+                try:
+                    await TCPServer(app, config, context, {}, stream)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("HTTP connection failed")
+            metrics.set("http_connections_open", limiter.borrowed_tokens)
 
         await trio.serve_listeners(handler, listeners)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        try:
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        return
-                    data += chunk
-                    if len(data) > MAX_REQUEST:
-                        await _send(stream, 431, "text/plain", b"request too large")
-                        return
-                line = data.split(b"\r\n", 1)[0].decode("latin-1")
-                fields = line.split()
-                if len(fields) != 3 or not fields[2].startswith("HTTP/"):
-                    await _send(stream, 400, "text/plain", b"bad request line")
-                    return
-                method, path = fields[0], fields[1]
-                if method not in ("GET", "HEAD"):
-                    await _send(stream, 405, "text/plain", b"only GET")
-                    return
-                self.node.metrics.inc("http_requests_total")
-                status, ctype, body = self.respond(path)
-                await _send(stream, status, ctype, b"" if method == "HEAD" else body, len(body))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
-        except Exception:
-            log.exception("HTTP handler failed")
-        finally:
-            await stream.aclose()
+
+SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}
+def _head_size(request: Request) -> int:
+    """The size of the request's head as received: target and header lines."""
+    scope = request.scope
+    size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
+    return size + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
 
 
-async def _send(
-    stream: trio.SocketStream, status: int, ctype: str, body: bytes, length: int | None = None
-) -> None:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-        f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n"
-        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
-    )
-    await stream.send_all(head.encode() + body)
+_REASONS = {400: "bad request", 404: "not found", 405: "only GET and HEAD", 431: "request too large"}
 
 
 def dashboard_html() -> bytes:

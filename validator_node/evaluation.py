@@ -78,6 +78,10 @@ class Evaluator:
         )
         self.metrics.inc("evaluation_fuel_total", result.fuel_used, challenge=manifest.challenge_id)
         self.metrics.inc("evaluation_seconds_total", result.duration_s, challenge=manifest.challenge_id)
+        self.metrics.observe(
+            "evaluation_duration_seconds", result.duration_s, challenge=manifest.challenge_id
+        )
+        self.metrics.observe("evaluation_fuel", result.fuel_used, challenge=manifest.challenge_id)
         return result
 
 

@@ -392,7 +392,11 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                     self._nursery.start_soon(self._evaluate, sub)
                 if body.weights is not None:
                     self._nursery.start_soon(self._submit_weights, body.weights)
-                self._last_decide = trio.current_time()
+                now = trio.current_time()
+                if self._last_decide > 0:  # from when the height was due (paced) to its decision
+                    due = self._last_decide + self.cfg.block_interval
+                    self.metrics.observe("decision_latency_seconds", max(0.0, now - due))
+                self._last_decide = now
                 self.metrics.inc("heights_decided_total")
                 self.metrics.set("height", a.height)
                 log.info(

@@ -121,9 +121,35 @@ def test_http_server_refuses_abuse(running: tuple[Path, list[devnet.DevnetValida
             s.sendall(data)
             return s.recv(200)
 
-    assert raw(b"POST /api/status HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405")
+    # (HTTP/1.1 requires a Host header: a request without one is a 400, as h11 has it)
+    assert raw(b"POST /api/status HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405")
+    assert raw(b"GET /api/status HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert raw(b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert raw(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert raw(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert raw(b"GET /api/status HTTP/1.1\r\nHost: x\r\nX: " + b"b" * 10_000).startswith(b"HTTP/1.1 431")
+    assert get(f"http://127.0.0.1:{port}/api/status")[0] == 200
+
+
+def test_http_connections_are_capped(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
+    """64 connections at once; more wait (in the backlog) until one closes, and an idle one is
+    closed after 10 s, so a client holding idle sockets delays the API but cannot take it down."""
+    from validator_node.api import MAX_CONNECTIONS
+
+    _, vals = running
+    port = vals[3].api_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(MAX_CONNECTIONS + 6)]
+    try:
+        # served once idle ones time out (10 s)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=40) as r:
+            code, body = r.status, r.read()
+        assert code == 200
+        waited = [
+            ln for ln in body.decode().splitlines() if ln.startswith("validator_http_connections_waited")
+        ]
+        assert waited and float(waited[0].rsplit(" ", 1)[1]) >= 6, waited
+    finally:
+        for s in idle:
+            s.close()
     assert get(f"http://127.0.0.1:{port}/api/status")[0] == 200
 
 
@@ -141,6 +167,10 @@ def test_prometheus_metrics(running: tuple[Path, list[devnet.DevnetValidator]]) 
     ):
         assert f"# TYPE {name}" in text, name
     assert 'validator_chain_set_weights_total{result="ok"}' in text
+    # histograms: decision latency, and evaluation time and fuel per challenge
+    assert "# TYPE validator_decision_latency_seconds histogram" in text
+    assert 'validator_evaluation_fuel_bucket{challenge="maxsat",le="1e+10"}' in text
+    assert 'validator_evaluation_duration_seconds_count{challenge="maxsat"}' in text
 
 
 def test_dashboard_renders_in_headless_chromium(
