@@ -6,8 +6,12 @@ sandbox policy), the source, the built module (committed), `reference.py` (a Pyt
 with `score(task, submission) -> int` and `vector_cases() -> [(name, task, submission)]`) and
 `vectors.json` (generated from the reference; the module must reproduce every score).
 
-Builds use only PyPI tools: Zig and `zig cc` from the pinned `ziglang` wheel, WAT via wasmtime.
-Zig's caches go outside the repository (`$PV_ZIG_CACHE`, default `~/.cache/platform-validator/zig`).
+Builds use pinned toolchains, so a module rebuilds byte for byte in any directory: Zig and `zig cc`
+from the pinned `ziglang` wheel (PyPI), WAT via wasmtime, Rust with Debian bookworm's rustc 1.63
+(`/usr/bin/rustc` and `/usr/bin/rust-lld`, never a rustup toolchain; `scripts/ensure-system-deps.sh`
+installs them), AssemblyScript with an exact `asc` from npm, installed on first use. Caches go
+outside the repository: `$PV_ZIG_CACHE` (default `~/.cache/platform-validator/zig`) and
+`$PV_ASC_CACHE` (default `~/.cache/platform-validator/assemblyscript`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +30,7 @@ from types import ModuleType
 from typing import Any
 
 SDK_DIR = Path(__file__).resolve().parent / "sdk"
-LANGS = ("zig", "c", "wat")
+LANGS = ("zig", "c", "wat", "rust", "assemblyscript")
 VECTORS_FILE = "vectors.json"
 
 
@@ -105,6 +110,145 @@ def _zig(args: list[str], cwd: Path) -> None:
         raise ChallengeError(f"zig failed:\n{err}")
 
 
+# Rust: Debian bookworm's compiler, by absolute path (a rustup `rustc` earlier in PATH is never used).
+RUSTC = "/usr/bin/rustc"
+RUST_LLD = "/usr/bin/rust-lld"  # rustc's symlink to lld-14
+RUSTC_VERSION = "1.63.0"
+RUST_WASM_STD = "/usr/lib/rustlib/wasm32-unknown-unknown/lib"  # libstd-rust-dev-wasm32
+_SETUP_HINT = "run scripts/ensure-system-deps.sh as root"
+
+# AssemblyScript: exact versions; `long` is a ranged dependency of assemblyscript, so it is pinned too
+# (binaryen is pinned exactly by assemblyscript itself).
+ASC_VERSION = "0.28.20"
+ASC_PACKAGES = (f"assemblyscript@{ASC_VERSION}", "long@5.3.2")
+
+
+def asc_cache_dir() -> Path:
+    env = os.environ.get("PV_ASC_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "platform-validator" / "assemblyscript"
+
+
+def _asc_script() -> Path:
+    return asc_cache_dir() / ASC_VERSION / "node_modules" / "assemblyscript" / "bin" / "asc.js"
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise ChallengeError(f"node not found (AssemblyScript needs Node.js): {_SETUP_HINT}")
+    return node
+
+
+def ensure_asc() -> Path:
+    """The pinned `asc`, installed with npm into the cache on first use (one `npm install`)."""
+    script = _asc_script()
+    if script.is_file():
+        return script
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ChallengeError(f"npm not found (needed once to install AssemblyScript): {_SETUP_HINT}")
+    final = asc_cache_dir() / ASC_VERSION
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{ASC_VERSION}-", dir=final.parent))
+    staging.chmod(0o755)
+    try:
+        cmd = [npm, "install", "--prefix", str(staging), "--no-save", "--no-package-lock", "--no-audit",
+               "--no-fund", "--ignore-scripts", "--loglevel=error", *ASC_PACKAGES]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise ChallengeError(f"npm install {' '.join(ASC_PACKAGES)} timed out") from None
+        if proc.returncode != 0:
+            err = (proc.stderr or proc.stdout).strip().splitlines()
+            raise ChallengeError(
+                f"npm install {' '.join(ASC_PACKAGES)} failed: {err[-1] if err else proc.returncode}"
+            )
+        try:
+            staging.rename(final)  # atomic: a concurrent build may have won, then use its copy
+        except OSError:
+            if not script.is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not script.is_file():
+        raise ChallengeError(f"npm installed no {script}")
+    return script
+
+
+def _check_rust() -> None:
+    """One clear line when Debian's Rust toolchain for wasm32 is missing or not the pinned version."""
+    if not Path(RUSTC).is_file():
+        raise ChallengeError(f"rustc not found at {RUSTC} (Debian's rustc {RUSTC_VERSION}): {_SETUP_HINT}")
+    if not Path(RUST_WASM_STD).is_dir():
+        raise ChallengeError(
+            f"Rust's wasm32 standard library is missing (libstd-rust-dev-wasm32): {_SETUP_HINT}"
+        )
+    if not Path(RUST_LLD).exists():  # follows the symlink: lld-14 must be installed
+        raise ChallengeError(f"{RUST_LLD} is missing (lld-14): {_SETUP_HINT}")
+    proc = subprocess.run([RUSTC, "--version"], capture_output=True, text=True, timeout=60)
+    version = proc.stdout.split()[1] if proc.returncode == 0 and proc.stdout.split()[1:] else "?"
+    if version != RUSTC_VERSION:
+        raise ChallengeError(
+            f"{RUSTC} is rustc {version}, builds are pinned to Debian bookworm's {RUSTC_VERSION}"
+        )
+
+
+def _run(tool: str, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError as exc:
+        raise ChallengeError(f"cannot run {tool}: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise ChallengeError(f"{tool} timed out") from None
+    if proc.returncode != 0:
+        raise ChallengeError(f"{tool} failed:\n{(proc.stderr or proc.stdout).strip()}")
+
+
+def build_steps(spec: ChallengeSpec, out: Path, work: Path) -> list[list[str]]:
+    """Every command (full argv) that builds `spec` into `out`, using `work` as a scratch directory.
+
+    Nothing in the output depends on where the source, the SDK or `work` is: Rust remaps every path
+    it could embed (`--remap-path-prefix`), asc names files relative to the source directory.
+    """
+    src = spec.source_path.resolve()
+    if spec.lang in ("zig", "c"):
+        return [[sys.executable, "-m", "ziglang", *build_commands(spec, out)]]
+    if spec.lang == "rust":
+        sdk = SDK_DIR / "rust"
+        common = [
+            "--edition", "2021", "--target", "wasm32-unknown-unknown",
+            "-C", "opt-level=3", "-C", "panic=abort", "-C", "codegen-units=1", "-C", "debuginfo=0",
+            f"--remap-path-prefix={sdk}=sdk", f"--remap-path-prefix={work}=build",
+        ]  # fmt: skip
+        rlib = work / "libchallenge.rlib"
+        return [
+            [RUSTC, *common, "--crate-type", "rlib", "--crate-name", "challenge", "-o", str(rlib),
+             str(sdk / "challenge.rs")],
+            [RUSTC, *common, "--crate-type", "cdylib", "--crate-name", "challenge_module",
+             "-C", "lto", "-C", "strip=symbols", "-C", f"linker={RUST_LLD}",
+             "--extern", f"challenge={rlib}", "-L", str(work),
+             f"--remap-path-prefix={src.parent}=src", "-o", str(out), str(src)],
+        ]  # fmt: skip
+    if spec.lang == "assemblyscript":
+        # `import ... from "challenge"` resolves through --path to <work>/lib/challenge/index.ts (a
+        # copy of the SDK), named `~lib/challenge/index.ts` inside asc; --config points at an empty
+        # config so an asconfig.json next to the source cannot change the options.
+        return [
+            [_node(), str(_asc_script()), src.name, "--baseDir", str(src.parent),
+             "--config", str(work / "asconfig.json"), "--path", str(work / "lib"),
+             "-O3", "--runtime", "stub", "--use", "abort=", "--noColors", "-o", str(out)],
+        ]  # fmt: skip
+    return []
+
+
+def _rust_env() -> dict[str, str]:
+    """rustc's environment without anything that could change its output or pick another linker."""
+    drop = ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_BOOTSTRAP", "RUSTUP_TOOLCHAIN", "RUSTC_WRAPPER")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = "/usr/bin:/bin"
+    return env
+
+
 def build_commands(spec: ChallengeSpec, out: Path) -> list[str]:
     """The exact compiler arguments (documented, so authors can build by hand)."""
     src = str(spec.source_path.resolve())
@@ -138,8 +282,25 @@ def build(directory: str | Path, write: bool = False) -> bytes:
             raise ChallengeError(f"wat2wasm failed: {exc}") from None
     else:
         with tempfile.TemporaryDirectory(prefix="pv-build-") as tmp:
-            out = Path(tmp) / "out.wasm"
-            _zig(build_commands(spec, out), cwd=Path(tmp))
+            work = Path(tmp)
+            out = work / "out.wasm"
+            if spec.lang in ("zig", "c"):
+                _zig(build_commands(spec, out), cwd=work)
+            elif spec.lang == "rust":
+                _check_rust()
+                for argv in build_steps(spec, out, work):
+                    _run("rustc", argv, cwd=work, env=_rust_env())
+            else:  # assemblyscript
+                _node()
+                ensure_asc()
+                sdk = work / "lib" / "challenge"
+                sdk.mkdir(parents=True)
+                shutil.copyfile(SDK_DIR / "assemblyscript" / "challenge.ts", sdk / "index.ts")
+                (work / "asconfig.json").write_text("{}\n", encoding="utf-8")
+                for argv in build_steps(spec, out, work):
+                    _run("asc", argv, cwd=work)
+            if not out.is_file():
+                raise ChallengeError(f"{spec.lang} build wrote no module")
             wasm = out.read_bytes()
     if write:
         spec.module_path.write_bytes(wasm)
@@ -228,7 +389,13 @@ def example_dirs() -> list[Path]:
 
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-_SOURCES = {"zig": "main.zig", "c": "challenge.c", "wat": "challenge.wat"}
+_SOURCES = {
+    "zig": "main.zig",
+    "c": "challenge.c",
+    "wat": "challenge.wat",
+    "rust": "lib.rs",
+    "assemblyscript": "index.ts",
+}
 
 
 def scaffold(directory: str | Path, name: str, lang: str) -> Path:

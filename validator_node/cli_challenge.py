@@ -2,7 +2,7 @@
 
 Output is a stable contract (scripts and CI parse it):
 
-* `new NAME --lang zig|c|wat [--dir PARENT]`: creates PARENT/NAME; prints its path.
+* `new NAME --lang zig|c|wat|rust|assemblyscript [--dir PARENT]`: creates PARENT/NAME; prints its path.
 * `build PATH`: first line `<sha256>  <module path>`; then `vectors: N/N match the reference` when the
   challenge has vectors. Exit 0 built and valid, 1 build/validation/vector failure, 2 unusable path.
 * `inspect MODULE.wasm [--json]`: `key: value` lines (module, sha256, size, abi_version, imports,
@@ -30,7 +30,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("new", help="scaffold a buildable, testable challenge")
     p.add_argument("name")
-    p.add_argument("--lang", choices=("zig", "c", "wat"), required=True)
+    from challenges.toolkit import LANGS
+
+    p.add_argument("--lang", choices=LANGS, required=True)
     p.add_argument("--dir", default=".", help="parent directory (default: current directory)")
     p.set_defaults(func=cmd_new)
 

@@ -23,7 +23,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("lang", ["zig", "c", "wat"])
+@pytest.mark.parametrize("lang", ["zig", "c", "wat", "rust", "assemblyscript"])
 def test_new_build_test_each_language(capsys: pytest.CaptureFixture[str], tmp_path: Path, lang: str) -> None:
     code, out, _ = run(capsys, "challenge", "new", f"demo-{lang}", "--lang", lang, "--dir", str(tmp_path))
     d = tmp_path / f"demo-{lang}"

@@ -1,11 +1,15 @@
-// Challenge ABI v1 for AssemblyScript (0.28, Node >= 20). See docs/challenge-abi.md.
+// Challenge ABI v1 for AssemblyScript (asc 0.28.20, Node.js >= 18). See docs/challenge-abi.md.
 //
-// In assembly/index.ts:
-//   export { alloc, abi_version } from "./challenge";
-//   import { SCORE_ONE } from "./challenge";
+// In index.ts:
+//   export { alloc, abi_version } from "challenge";
+//   import { SCORE_ONE } from "challenge";
 //   export function evaluate(tp: usize, tl: u32, sp: usize, sl: u32): i64 { ... }
 //
-// Build: npx asc assembly/index.ts -O3 --runtime stub --use abort= -o challenge.wasm
+// `validator-node challenge build` installs asc once (npm install --prefix
+// ~/.cache/platform-validator/assemblyscript/0.28.20 assemblyscript@0.28.20 long@5.3.2), copies this
+// file to <scratch>/lib/challenge/index.ts so that `"challenge"` resolves, and runs
+//   node asc.js index.ts --baseDir <source dir> --config <scratch>/asconfig.json ({}) --path <scratch>/lib \
+//       -O3 --runtime stub --use abort= --noColors -o module.wasm
 //   --runtime stub: bump allocator, no GC (every evaluation gets a fresh instance, nothing is freed)
 //   --use abort=  : without it the module imports env.abort, which the platform refuses (forbidden_import)
 

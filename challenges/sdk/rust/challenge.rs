@@ -1,14 +1,21 @@
 //! Challenge ABI v1 for Rust (`wasm32-unknown-unknown`, no external crates). See docs/challenge-abi.md.
 //!
-//! Use as a module of your cdylib crate (`mod challenge;`) and define `evaluate` with
+//! This file is the crate `challenge`: it exports `alloc` and `abi_version`. Your crate (a cdylib,
+//! `lib.rs`) uses it as `challenge::...` and defines `evaluate` with
 //! `challenge::export_evaluate!(my_fn)` where `fn my_fn(task: &[u8], sub: &[u8]) -> i64`.
 //!
-//! Build (rustup):  rustup target add wasm32-unknown-unknown
-//!                  cargo build --release --target wasm32-unknown-unknown
-//!   with in Cargo.toml: [lib] crate-type = ["cdylib"]; [profile.release] panic = "abort", lto = true, strip = true
-//! Build (Debian rustc 1.63 + libstd-rust-dev-wasm32 + lld-14):
-//!   rustc --target wasm32-unknown-unknown --crate-type cdylib -C opt-level=3 -C panic=abort -C lto \
-//!         -C strip=symbols lib.rs -o challenge.wasm
+//! `validator-node challenge build` runs Debian bookworm's rustc 1.63 (`/usr/bin/rustc`, packages
+//! rustc + libstd-rust-dev-wasm32 + lld-14, never a rustup toolchain), twice (C = common flags):
+//!   C="--edition 2021 --target wasm32-unknown-unknown -C opt-level=3 -C panic=abort -C codegen-units=1
+//!      -C debuginfo=0 --remap-path-prefix=<sdk dir>=sdk --remap-path-prefix=<scratch>=build"
+//!   /usr/bin/rustc $C --crate-type rlib --crate-name challenge -o <scratch>/libchallenge.rlib challenge.rs
+//!   /usr/bin/rustc $C --crate-type cdylib --crate-name challenge_module -C lto -C strip=symbols \
+//!       -C linker=/usr/bin/rust-lld --extern challenge=<scratch>/libchallenge.rlib -L <scratch> \
+//!       --remap-path-prefix=<source dir>=src -o module.wasm lib.rs
+//! (the remaps keep directories out of panic messages, so the bytes do not depend on where you build).
+//! With cargo instead: a path dependency `challenge` with `[lib] path = ".../challenge.rs"`, and
+//! `[lib] crate-type = ["cdylib"]`, `[profile.release] panic = "abort", lto = true, strip = true`
+//! (a different compiler gives different bytes: the network pins the module hash).
 //! A panic becomes a wasm trap (error kind `trap`); return a negative code instead for invalid input.
 
 #![allow(dead_code)]

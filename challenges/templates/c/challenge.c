@@ -5,7 +5,9 @@ static const char DESCRIBE[] = "{\"name\":\"{{NAME}}\",\"abi\":1}";
 
 CHALLENGE_EXPORT("describe") i64 describe(void) { return pack_output(DESCRIBE, sizeof(DESCRIBE) - 1); }
 
-/* Share of positions where the submission repeats the task byte; -1 for an empty submission. */
+/* Share of positions where the submission repeats the task byte; -1 for an empty submission.
+ * Optional, instead of one fixed task: draw fresh task instances per evaluation from platform.seed,
+ * as challenges/templates/seeded/ does (docs/challenge-authors.md, "Fresh tasks from platform.seed"). */
 CHALLENGE_EVALUATE(task, tl, sub, sl) {
     if (sl == 0) return -1;
     u32 n = tl < sl ? tl : sl, same = 0;
