@@ -1,4 +1,4 @@
-"""`validator-node run` tunes glibc's malloc before any thread starts (cli_run.tune_malloc).
+"""`validator-node run` tunes glibc's malloc before any thread starts (cli.run.tune_malloc).
 
 Arenas: each thread that allocates gets an arena of its own, and glibc keeps freed memory in
 each: the soak found a node's worker threads holding 21-26 MB of free heap that way. Counted here
@@ -22,7 +22,7 @@ import pytest
 PROBE = """
 import ctypes, sys, tempfile, threading
 if sys.argv[1] == "capped":
-    from validator_node.cli_run import tune_malloc
+    from validator_node.cli.run import tune_malloc
     tune_malloc()
 def work():
     for _ in range(20):
@@ -44,7 +44,7 @@ print(open(path).read().count("<heap nr="))
 FRAGMENTS = """
 import os, sys
 if sys.argv[1] == "capped":
-    from validator_node.cli_run import tune_malloc
+    from validator_node.cli.run import tune_malloc
     tune_malloc()
 def rss_mb():
     for line in open("/proc/self/status"):

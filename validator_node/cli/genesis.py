@@ -27,7 +27,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from validator_node.cli_run import open_chain
+    from validator_node.cli.run import open_chain
     from validator_node.genesis import GenesisError, record_from_chain, save
 
     out = Path(args.out)

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 # (command name, module path, one-line help). Each module defines `register(parser)` which adds
 # its arguments/sub-commands to `parser` and sets `func` defaults returning an exit code.
 COMMAND_GROUPS: list[tuple[str, str, str]] = [
-    ("run", "validator_node.cli_run", "run a validator node"),
-    ("devnet", "validator_node.cli_devnet", "run a local devnet of validator processes (the main job)"),
-    ("miner", "validator_node.cli_miner", "miners: submit a signed payload to a validator"),
-    ("sim", "validator_node.cli_sim", "run the deterministic consensus simulator"),
-    ("challenge", "validator_node.cli_challenge", "challenge authors: new, build, inspect, test"),
-    ("audit", "validator_node.cli_audit", "verify the evaluation audit log's hash chain"),
-    ("registry", "validator_node.cli_registry", "sudo owner: keygen, sign, verify, list, command, publish"),
-    ("genesis", "validator_node.cli_genesis", "a network's genesis record: create once, show its hash"),
-    ("chain", "validator_node.cli_chain", "the embedded local chain: genesis, info, recorded weights"),
+    ("run", "validator_node.cli.run", "run a validator node"),
+    ("devnet", "validator_node.cli.devnet", "run a local devnet of validator processes (the main job)"),
+    ("miner", "validator_node.cli.miner", "miners: submit a signed payload to a validator"),
+    ("sim", "validator_node.cli.sim", "run the deterministic consensus simulator"),
+    ("challenge", "validator_node.cli.challenge", "challenge authors: new, build, inspect, test"),
+    ("audit", "validator_node.cli.audit", "verify the evaluation audit log's hash chain"),
+    ("registry", "validator_node.cli.registry", "sudo owner: keygen, sign, verify, list, command, publish"),
+    ("genesis", "validator_node.cli.genesis", "a network's genesis record: create once, show its hash"),
+    ("chain", "validator_node.cli.chain", "the embedded local chain: genesis, info, recorded weights"),
 ]
 
 
@@ -56,7 +56,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         group.print_help()
         return 2
     return int(func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -69,7 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     owner = None
     if args.owner_key:
-        from validator_node.cli_registry import CliError, load_key
+        from validator_node.cli.registry import CliError, load_key
 
         try:
             owner = load_key(argparse.Namespace(key=args.owner_key, wallet_name=None, dev_key=None))
