@@ -59,6 +59,16 @@ stream closed both ways keeps unread data for `STALE_STREAM_GRACE_S`, swept ever
 `STALE_STREAM_SWEEP_S` (a live reader drains a window in milliseconds), so what closed streams
 can hold is what the peer sends in that time (`tests/dht/test_yamux_window.py`).
 
+6. An event left behind by every stream that ends under a waiting reader. A reader waits with
+`await stream_events[sid].wait()` and then re-arms with `stream_events[sid] = trio.Event()`; when
+the stream is finalized meanwhile (reset, or closed and drained), the finalizer pops `sid` and
+sets the event, and the woken reader puts a new Event back under an id no stream has any more. A
+validator's DHT and gossip streams end that way thousands of times an hour: the one-hour soak's
+tracemalloc showed ~2,600 such Events (and their stream-id ints) a quarter hour on a validator,
+for ever. Fix: a connection's `stream_events` accepts an entry only for a stream it has
+(`_StreamEvents`); the re-arming reader then finds no event, which py-libp2p already reads as
+"stream removed" and ends the read (`tests/dht/test_yamux_events.py`).
+
 Also: why a connection ended (`end_reason`), for the logs and the DHT test harness, which fails
 a test that loses a connection and names the cause.
 """
@@ -90,6 +100,7 @@ MAX_OWED = 1024
 STALE_STREAM_GRACE_S = 10.0
 STALE_STREAM_SWEEP_S = 2.0
 
+_original_init = Yamux.__init__
 _original_handle_incoming = Yamux.handle_incoming
 _original_cleanup_on_error = Yamux._cleanup_on_error
 _original_finalize_stream_locked = Yamux._finalize_stream_locked
@@ -250,6 +261,25 @@ async def _write_locked(self: Yamux, data: bytes) -> None:
     await trio.lowlevel.checkpoint()
 
 
+class _StreamEvents(dict):  # type: ignore[type-arg]
+    """A connection's `stream_events`: an entry only for a stream the connection has (fix 6).
+    Streams are registered in `streams` before their first event is set, in both places py-libp2p
+    creates one, so only a reader re-arming after its stream's finalization is turned away."""
+
+    def __init__(self, streams: dict[int, YamuxStream]) -> None:
+        super().__init__()
+        self._streams = streams
+
+    def __setitem__(self, stream_id: int, event: trio.Event) -> None:
+        if stream_id in self._streams:
+            super().__setitem__(stream_id, event)
+
+
+def _init(self: Yamux, *args: object, **kwargs: object) -> None:
+    _original_init(self, *args, **kwargs)  # type: ignore[arg-type]
+    self.stream_events = _StreamEvents(self.streams)
+
+
 def install() -> None:
     """Idempotent, process-wide: every yamux connection (DHT, gossip, consensus links, clients).
     Call it before the first host is created; `validator_node/p2p/host.py` and `dht/` do."""
@@ -260,5 +290,6 @@ def install() -> None:
         YamuxStream.recv_window = property(_get_recv_window, _set_recv_window)  # type: ignore[assignment]
         YamuxStream._auto_tune_and_send_window_update = _auto_tune_and_send_window_update  # type: ignore[method-assign]
         Yamux._finalize_stream_locked = _finalize_stream_locked  # type: ignore[method-assign]
+        Yamux.__init__ = _init  # type: ignore[method-assign]
         yamux_module._STALE_STREAM_GRACE_SECONDS = STALE_STREAM_GRACE_S
         yamux_module._STALE_STREAM_SWEEP_INTERVAL = STALE_STREAM_SWEEP_S
