@@ -32,6 +32,7 @@ from validator_node import devnet
 from validator_node.block import Block
 from validator_node.chain.local import LocalChain
 from validator_node.p2p.host import submit_items
+from validator_node.p2p.submit_replies import accepted
 from validator_node.pipeline.messages import BlockBody, EpochWeights, RegistryItem
 from wire.codec import decode, encode
 from wire.keys import Hotkey
@@ -177,14 +178,14 @@ def test_chain_changes_mid_run_never_halt_the_network_and_every_node_restarts_an
     # (an epoch whose snapshot predates a change may be refused: the chain moved under it)
     with LocalChain(root / "chain.sqlite") as chain:
         uid_of = {n.hotkey: n.uid for n in chain.metagraph().neurons}
-        accepted = {(r.hotkey, r.uids) for r in chain.weight_records()}
+        landed = {(r.hotkey, r.uids) for r in chain.weight_records()}
     for v in vals:
         rows = devnet.submitted_weights(root, v)
         for e in (first_dropped, last):
             got = [r for r in rows if r["epoch"] == e]
             assert got and all(r["result"] == "ok" for r in got), (e, rows)
         assert [r["uids"] for r in rows if r["epoch"] == last] == [[uid_of[v.ss58]]]  # a self-weight
-        assert any(h == v.ss58 and list(u) == [uid_of[v.ss58]] for h, u in accepted)
+        assert any(h == v.ss58 and list(u) == [uid_of[v.ss58]] for h, u in landed)
 
     # every validator restarts cleanly on the changed chain (genesis comes from the record)
     stopped_at = max(height(root, v) for v in vals)

@@ -36,6 +36,7 @@ from validator_node.block import build_block
 from validator_node.evaluation import Evaluator, SandboxAggregator
 from validator_node.evidence import BitDefenseRounds
 from validator_node.metrics import Metrics
+from validator_node.pipeline.evidence import epoch_seed
 from validator_node.pipeline.messages import EMPTY_BODY, BlockBody, RegistryItem
 from validator_node.pipeline.state import LocalFailure, apply_body, derive_weights
 from wire.codec import encode
@@ -47,7 +48,7 @@ def test_a_host_fault_in_aggregate_is_not_a_verdict_and_the_decided_weights_appl
     evaluator = Evaluator(tmp_path / "good", Metrics())
     healthy = SandboxAggregator(evaluator, runtime_validator, Metrics())
     s = at_cut(healthy)
-    bundle = BitDefenseRounds().observe(CID, 0, CUT, s, VSET)
+    bundle = BitDefenseRounds().observe(CID, 0, epoch_seed(bytes(32)), CUT, s, VSET)
     s = apply_body(
         s, votes_body([vote(v, bundle) for v in VALS[:3]], [bundle]), height=5, parent=P, vset=VSET
     )
