@@ -19,6 +19,7 @@ from tests.node.toy_subnet import STAKES
 from validator_node.app import Application
 from validator_node.chain.base import Hyperparameters
 from validator_node.chain.local import Genesis, GenesisNeuron, LocalChain
+from validator_node.devnet.challenges import ExampleChallenge
 from validator_node.genesis import record_from_chain
 from validator_node.pipeline import proposal
 from validator_node.pipeline.messages import BlockBody, RegistryItem, Submission
@@ -226,17 +227,7 @@ def test_a_full_quota_of_the_closing_epoch_does_not_refuse_the_next_epochs_submi
     from validator_node.pipeline.state import MAX_SUBMISSIONS_PER_MINER
 
     app, chain = make_app(tmp_path)
-    c = next(
-        c
-        for c in __import__("validator_node.devnet", fromlist=["x"]).example_challenges()
-        if c.challenge_id == "maxsat"
-    )
-    m = ChallengeManifest(
-        "maxsat", "maxsat", 1, hashlib.sha256(c.wasm).digest(), len(c.wasm), 1,
-        ModulePolicy.from_dict(c.policy), 500_000_000, 0, c.task, 0, 1,
-    )  # fmt: skip
-    assert app.offer(RegistryItem(sign_manifest(m, OWNER, NETUID), c.wasm)) is None
-    assert app.offer(RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None)) is None
+    c = offer_active_maxsat(app)
     miner = MINERS[0]
 
     def decide(h: int) -> None:
@@ -264,16 +255,9 @@ def test_an_offered_envelope_is_parsed_once_and_a_duplicate_costs_no_signature_c
     duplicate check. Now: one parse of the body, cheap checks and dedup, then the signature."""
     import wire.cbor
     import wire.envelope
-    from validator_node.devnet import example_challenges
 
     app, chain = make_app(tmp_path)
-    c = next(c for c in example_challenges() if c.challenge_id == "maxsat")
-    m = ChallengeManifest(
-        "maxsat", "maxsat", 1, hashlib.sha256(c.wasm).digest(), len(c.wasm), 1,
-        ModulePolicy.from_dict(c.policy), 500_000_000, 0, c.task, 0, 1,
-    )  # fmt: skip
-    assert app.offer(RegistryItem(sign_manifest(m, OWNER, NETUID), c.wasm)) is None
-    assert app.offer(RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None)) is None
+    c = offer_active_maxsat(app)
     app.apply_decided(1, app.propose(1, VALS[0].public_key, chain.current_block()))
     env = seal(Submission("maxsat", 0, 0, c.payloads[0]), MINERS[0], NETUID)
 
@@ -297,3 +281,17 @@ def test_an_offered_envelope_is_parsed_once_and_a_duplicate_costs_no_signature_c
     forged = SignedEnvelope(NETUID, env.signer, env.body, bytes(64))
     assert "bad signature" in (app.offer(forged) or "")
     chain.close()
+
+
+def offer_active_maxsat(app: Application) -> ExampleChallenge:
+    """Pool the owner's add and activate of the maxsat example (the next block applies both)."""
+    from validator_node.devnet import example_challenges
+
+    c = next(c for c in example_challenges() if c.challenge_id == "maxsat")
+    m = ChallengeManifest(
+        "maxsat", "maxsat", 1, hashlib.sha256(c.wasm).digest(), len(c.wasm), 1,
+        ModulePolicy.from_dict(c.policy), 500_000_000, 0, c.task, 0, 1,
+    )  # fmt: skip
+    assert app.offer(RegistryItem(sign_manifest(m, OWNER, NETUID), c.wasm)) is None
+    assert app.offer(RegistryItem(sign_command(OP_ACTIVATE, "maxsat", 2, OWNER, NETUID), None)) is None
+    return c
