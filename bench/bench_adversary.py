@@ -21,6 +21,7 @@ Run alone: `.venv/bin/python -m bench.bench_adversary` (about two minutes).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -226,14 +227,26 @@ class Network:
         byzantine = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, text=True
         )
-        counts: dict[str, int] = {}
+        outsider_cmd = [
+            sys.executable, "-m", "bench.outsider", "--root", str(self.root),
+            "--addr", self.target.multiaddr(), "--seconds", str(seconds), "--forged", str(forged),
+        ]  # fmt: skip
+        outsider = subprocess.Popen(
+            outsider_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, text=True
+        )
         try:
-            trio.run(flood, self.target.multiaddr(), seconds, counts, forged_items(self.root, forged))
+            flooded, _ = outsider.communicate(timeout=seconds + 90)
             out, _ = byzantine.communicate(timeout=seconds + 60)
         finally:
-            if byzantine.poll() is None:
-                byzantine.kill()
-                byzantine.wait()
+            for proc in (outsider, byzantine):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        lines = flooded.strip().splitlines()
+        try:
+            counts: dict[str, int] = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise RuntimeError(f"the outsider process failed: {flooded[-2000:]}") from None
         return Attacked(counts, out)
 
 
