@@ -5,7 +5,8 @@ One JSON line per record: ``{"seq", "prev", "kind", "body", "hash"}`` where
 record's hash (32 zero bytes for the first). Changing, removing, inserting or reordering any record
 breaks every later link, so `verify` can name the first record that is not what was written.
 JSON keeps the log readable with standard tools; canonical CBOR makes the hash independent of JSON
-spacing and key order.
+spacing and key order. A node's hotkey signs the head (record count and last hash) of its log:
+`runtime.audit_head`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class AuditLog:
     def head(self) -> bytes:
         return self._head
 
+    def tip(self) -> tuple[int, bytes]:
+        """(records written, hash of the last one), read together: what a signed head vouches for."""
+        with self._lock:
+            return self._seq, self._head
+
     def append(self, kind: str, body: dict[str, Any]) -> int:
         """Append one record; returns its sequence number."""
         with self._lock:
@@ -98,12 +104,15 @@ class VerifyReport:
     reason: str = ""
 
 
-def verify(path: str | Path) -> VerifyReport:
-    """Walk the chain from the start; stop at the first record that does not check out."""
+def verify(path: str | Path, limit: int | None = None) -> VerifyReport:
+    """Walk the chain from the start; stop at the first record that does not check out, or after
+    `limit` good records (a signed head's prefix: whatever was appended later is not read)."""
     prev = GENESIS
     n = 0
     with Path(path).open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if limit is not None and n >= limit:
+                break
 
             def bad(
                 reason: str, seq: int | None = None, lineno: int = lineno, n: int = n, prev: bytes = prev

@@ -159,13 +159,33 @@ class Sandbox:
         return _result(out, ctx)
 
     def call_packed(
-        self, loaded: LoadedModule, export: str, data: bytes | None = None, *, policy: Policy | None = None
+        self,
+        loaded: LoadedModule,
+        export: str,
+        data: bytes | None = None,
+        *,
+        policy: Policy | None = None,
+        challenge: str | None = None,
+        policy_hash: bytes | None = None,
     ) -> tuple[bytes | None, EvalResult]:
-        """Call `describe()` (data=None) or `aggregate(ptr, len)`: an export returning packed ptr<<32|len."""
+        """Call `describe()` (data=None) or `aggregate(ptr, len)`: an export returning packed ptr<<32|len.
+
+        With an audit log, every `aggregate` run appends an `aggregate` record (and its host calls),
+        as `evaluate` does; `challenge` and `policy_hash` (sha256 of the challenge's agreed policy)
+        only label that record. `describe` (metadata, no input) is not logged.
+        """
         policy = policy or loaded.policy
         ctx = HostContext(policy, bytes(SEED_BYTES), 0)
         if export not in ("describe", "aggregate"):
             raise ValueError(f"{export} is not a packed-output export")
+        out, result = self._call_packed(loaded, export, data, policy, ctx)
+        if self.audit is not None and export == "aggregate":
+            self._audit_aggregate(loaded, policy, data, out, result, ctx, challenge, policy_hash)
+        return out, result
+
+    def _call_packed(
+        self, loaded: LoadedModule, export: str, data: bytes | None, policy: Policy, ctx: HostContext
+    ) -> tuple[bytes | None, EvalResult]:
         if not getattr(loaded.info, f"has_{export}"):
             return None, _refused(errors.MISSING_EXPORT, f"module does not export {export}")
         if data is not None and len(data) > policy.max_task_bytes:
@@ -206,19 +226,74 @@ class Sandbox:
         r: EvalResult,
         ctx: HostContext,
     ) -> None:
+        self._append_run(
+            "evaluation",
+            {
+                "task": sha256(task).hex(),
+                "submission": sha256(submission).hex(),
+                "score": r.score,
+            },
+            loaded,
+            policy,
+            bytes(seed),
+            block_height,
+            r,
+            ctx,
+        )
+
+    def _audit_aggregate(
+        self,
+        loaded: LoadedModule,
+        policy: Policy,
+        bundle: bytes | None,
+        output: bytes | None,
+        r: EvalResult,
+        ctx: HostContext,
+        challenge: str | None,
+        policy_hash: bytes | None,
+    ) -> None:
+        self._append_run(
+            "aggregate",
+            {
+                "challenge": challenge,
+                "policy": policy_hash.hex() if policy_hash is not None else None,
+                "bundle": sha256(bundle).hex() if bundle is not None else None,
+                "bundle_size": len(bundle) if bundle is not None else None,
+                "output": sha256(output).hex() if output is not None else None,
+                "output_size": len(output) if output is not None else None,
+            },
+            loaded,
+            policy,
+            ctx.seed,
+            ctx.block_height,
+            r,
+            ctx,
+        )
+
+    def _append_run(
+        self,
+        kind: str,
+        specific: dict[str, Any],
+        loaded: LoadedModule,
+        policy: Policy,
+        seed: bytes,
+        block_height: int,
+        r: EvalResult,
+        ctx: HostContext,
+    ) -> None:
+        """One record of a module run (its kind's own fields + what every run has), then one
+        `host_call` record per host call, each naming the run's seq."""
         assert self.audit is not None
         seq = self.audit.append(
-            "evaluation",
+            kind,
             {
                 "module": loaded.wasm_hash.hex(),
                 "engine": self.se.fingerprint,
-                "task": sha256(task).hex(),
-                "submission": sha256(submission).hex(),
-                "seed": bytes(seed).hex(),
+                **specific,
+                "seed": seed.hex(),
                 "block_height": block_height,
                 "fuel_budget": policy.fuel,
                 "ok": r.ok,
-                "score": r.score,
                 "error_kind": r.error_kind,
                 "error_message": r.error_message,
                 "fuel_used": r.fuel_used,

@@ -2,8 +2,9 @@
 
 wasmtime releases the GIL while guest code runs, so evaluations go to worker threads with a
 concurrency cap (one per core); the trio loop keeps serving consensus meanwhile. Modules are
-compiled once per hash (the sandbox also caches compiled code on disk), and every evaluation is
-appended to the hash-chained audit log under the node's data dir.
+compiled once per hash (the sandbox also caches compiled code on disk), and every evaluation and
+`aggregate` run is appended to the hash-chained audit log under the node's data dir, whose head
+the node's hotkey signs (`audit/audit.head.json`, `Evaluator.refresh_audit_head`).
 """
 
 from __future__ import annotations
@@ -28,15 +29,28 @@ log = logging.getLogger("validator_node.evaluation")
 
 
 class Evaluator:
-    """Compiles each challenge module once, then evaluates through the runtime's worker pool."""
+    """Compiles each challenge module once, then evaluates through the runtime's worker pool.
 
-    def __init__(self, data_dir: Path, metrics: Metrics, workers: int | None = None) -> None:
+    Given the node's hotkey and netuid, it signs the audit log's head (`refresh_audit_head`): on
+    request (the node asks at each epoch start) and when it closes."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        metrics: Metrics,
+        workers: int | None = None,
+        *,
+        hotkey: Any = None,
+        netuid: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.metrics = metrics
         self.workers = workers
+        self._signer = (hotkey, netuid) if hotkey is not None and netuid is not None else None
         self._pool: Any = None
         self._loaded: dict[bytes, Any] = {}
         self._lock = threading.Lock()
+        self._head_lock = threading.Lock()
 
     def _load(self, manifest: ChallengeManifest, wasm: bytes, policy: Any) -> Any:
         from runtime.pool import EvaluatorPool
@@ -52,18 +66,46 @@ class Evaluator:
             return loaded
 
     def close(self) -> None:
-        """Close the audit log (the sandbox's only open file)."""
+        """Sign the audit log's final head, then close the log (the sandbox's only open file)."""
+        self.refresh_audit_head()
         with self._lock:
             if self._pool is not None and self._pool.sandbox.audit is not None:
                 self._pool.sandbox.audit.close()
+
+    def refresh_audit_head(self) -> None:
+        """Sign what the audit log holds with the node's hotkey into `audit/audit.head.json`, so a
+        published log is attributable (`validator-node audit verify` checks it). Blocking but cheap:
+        one signature and one small file, no read of the log (run it in a worker thread). A failure
+        costs that file only, never the node. Nothing to sign before the sandbox has opened."""
+        pool = self._pool  # not under self._lock: that one is held while a module compiles
+        if self._signer is None or pool is None or pool.sandbox.audit is None:
+            return
+        from runtime import audit_head
+
+        audit = pool.sandbox.audit
+        with self._head_lock:
+            try:
+                statement = audit_head.sign_open_log(audit, *self._signer)
+                audit_head.write(statement, audit_head.head_path(audit.path))
+            except OSError as exc:
+                self.metrics.inc("store_write_failed_total", what="audit_head")
+                log.warning("cannot write the signed audit head in %s: %s", audit.path.parent, exc)
 
     def call_export(
         self, manifest: ChallengeManifest, wasm: bytes, export: str, data: bytes, policy: Any
     ) -> Any:
         """Run one packed export (e.g. `aggregate`) of the module, in the calling thread:
-        `(output or None, result)` as `Sandbox.call_packed` gives them."""
+        `(output or None, result)` as `Sandbox.call_packed` gives them; an `aggregate` run is
+        audit-logged with the challenge id and its agreed policy's hash."""
         loaded = self._load(manifest, wasm, policy)
-        return self._pool.sandbox.call_packed(loaded, export, data, policy=policy)
+        return self._pool.sandbox.call_packed(
+            loaded,
+            export,
+            data,
+            policy=policy,
+            challenge=manifest.challenge_id,
+            policy_hash=hashlib.sha256(encode(manifest.policy)).digest(),
+        )
 
     async def evaluate(self, manifest: ChallengeManifest, wasm: bytes, sub: Admitted) -> Any:
         from runtime.policy import Policy

@@ -159,7 +159,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         self.app.metrics = self.metrics  # refusals by reason, decided-block disagreements
         self.app.chain_view = epoch_info_from_chain(chain)  # the live view this node proposes
         self._genesis_served: tuple[int, bytes] | None = None
-        self.evaluator = Evaluator(self.data_dir, self.metrics)
+        self.evaluator = Evaluator(self.data_dir, self.metrics, hotkey=hotkey, netuid=cfg.netuid)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)
         self.app.aggregator = self.aggregator  # replaying an epoch's weights block may run a module
         self.evidence_sources = parse_sources(cfg.evidence)
@@ -378,6 +378,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
                 self._on_decided_for_evidence(a.height)
                 if self.app.state.is_epoch_start(a.height):  # the epoch before last is settled
                     await trio.to_thread.run_sync(self.payloads.prune, self.app.state.epoch_of(a.height) - 1)
+                    # the audit log's signed head: a small file, off the critical path
+                    self._nursery.start_soon(trio.to_thread.run_sync, self.evaluator.refresh_audit_head)
                 if self.dht is not None:
                     packet = DecisionPacket(block=a.block, certificate=a.certificate)
                     self._nursery.start_soon(
