@@ -29,7 +29,7 @@ from starlette.routing import Route
 from validator_node.block import Block
 from validator_node.pipeline.messages import EMPTY_BODY, BlockBody
 from validator_node.pipeline.state import epoch_scores, stake_weighted_median
-from wire.codec import decode
+from wire.codec import decode, encode
 from wire.keys import ss58_of
 
 if TYPE_CHECKING:
@@ -69,6 +69,16 @@ class NotFound(Exception):
     pass
 
 
+CBOR = "application/cbor"
+
+
+class Raw(bytes):
+    """A handler's answer served as it is (canonical CBOR or module bytes), not as JSON: what an
+    auditor checks by hash and signature must be the decided bytes, not a summary of them."""
+
+    media_type = CBOR
+
+
 def _ss58(key: bytes) -> str:
     try:
         return ss58_of(key)
@@ -90,6 +100,8 @@ class NodeApi:
             "evidence": self.evidence,
             "evaluations": self.evaluations,
             "leaderboard": self.leaderboard,
+            "genesis": self.genesis,
+            "content": self.content,
         }
 
     # --- handlers (each returns a JSON-able value) --------------------------------------------
@@ -139,7 +151,15 @@ class NodeApi:
         return {cid: out[cid] for cid in sorted(out)}
 
     def blocks(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        """`/api/blocks` (newest first), `/api/blocks/N` (a summary), and the decided bytes an
+        auditor verifies: `/api/blocks/N/raw` (the block, whose sha256 the certificate signs) and
+        `/api/blocks/N/certificate` (the canonical CBOR commit certificate)."""
         store = self.node.store
+        if len(parts) == 2 and parts[1] in ("raw", "certificate"):
+            d = store.decision(int(parts[0]))
+            if d is None:
+                raise NotFound(f"no decided block at height {parts[0]}")
+            return Raw(d.block if parts[1] == "raw" else encode(d.certificate))
         if parts:
             return self._block(int(parts[0]))
         tip, _ = store.tip()
@@ -176,6 +196,39 @@ class NodeApi:
                 ],
             }
         return out
+
+    def genesis(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        """`/api/genesis/raw`: the genesis record's canonical bytes (check their sha256 against the
+        network's genesis hash); `/api/genesis`: its hash and the public inputs in it."""
+        g = self.node.app.genesis
+        if parts == ["raw"]:
+            return Raw(encode(g))
+        return {
+            "hash": self.node.app.genesis_hash.hex(),
+            "netuid": g.netuid,
+            "epoch_blocks": g.epoch_blocks,
+            "chain_block": g.chain_block,
+            "owner": _ss58(g.owner),
+            "mechanism_count": g.mechanism_count,
+            "validators": [{"hotkey": _ss58(v.hotkey), "stake": v.stake} for v in g.validators],
+        }
+
+    def content(self, parts: list[str], q: dict[str, list[str]]) -> Any:
+        """`/api/content/<sha256 hex>`: a module the decided registry holds, or a one-record blob
+        (a payload by reference) this node's DHT store keeps, by its hash."""
+        if len(parts) != 1:
+            raise NotFound("ask for /api/content/<sha256 hex>")
+        digest = bytes.fromhex(parts[0])
+        if len(digest) != 32:
+            raise ValueError("a content hash is 64 hex digits")
+        wasm = self.node.app.state.modules.get(digest)
+        if wasm is not None:
+            return Raw(wasm)
+        dht = getattr(self.node, "dht", None)
+        value = None if dht is None or dht.store is None else dht.store.get(f"/bt-content/{digest.hex()}")
+        if value is None:
+            raise NotFound(f"no content {digest.hex()} here")
+        return Raw(value)
 
     def challenges(self, parts: list[str], q: dict[str, list[str]]) -> Any:
         out = []
@@ -334,6 +387,8 @@ class NodeApi:
                 return 404, "application/json", json.dumps({"error": str(exc)}).encode()
             except (ValueError, KeyError) as exc:
                 return 400, "application/json", json.dumps({"error": f"bad request: {exc}"}).encode()
+            if isinstance(value, Raw):
+                return 200, Raw.media_type, bytes(value)
             return 200, "application/json", json.dumps(value, sort_keys=True).encode()
         return 404, "application/json", json.dumps({"error": f"no route {url.path}"}).encode()
 

@@ -149,7 +149,12 @@ class ChainDuty:
             try:
                 receipt = await trio.to_thread.run_sync(
                     lambda r=row: self.chain.set_weights(
-                        self.hotkey, list(r.uids), list(r.weights), mechid=r.mechid, version_key=version_key
+                        self.hotkey,
+                        list(r.uids),
+                        list(r.weights),
+                        mechid=r.mechid,
+                        version_key=version_key,
+                        app_epoch=weights.epoch,
                     )
                 )
             except Exception as exc:

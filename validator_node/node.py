@@ -521,6 +521,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         return {
             "hotkey": self.hotkey.ss58,
             "peer_id": self.transport.peer_id,
+            "listen": self.transport.addrs(),  # multiaddrs with /p2p/<peer id>: dial these
             "height": tip_h,
             "tip": tip_hash.hex(),
             "view": r.view,

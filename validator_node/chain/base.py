@@ -119,8 +119,13 @@ class Chain(Protocol):
         *,
         mechid: int = 0,
         version_key: int = 0,
+        app_epoch: int | None = None,
     ) -> WeightsReceipt:
-        """Submit u16 weights signed by `signer`; raises rules.WeightsRefused when the chain refuses."""
+        """Submit u16 weights signed by `signer`; raises rules.WeightsRefused when the chain refuses.
+
+        `app_epoch` is the decided epoch the row belongs to: the local chain records it in the
+        signed call, so an auditor maps the record to its epoch exactly; subtensor's extrinsic has
+        no field for it (an auditor maps by chain block, `validator_node.audit.chain_records`)."""
         ...
 
     def close(self) -> None: ...

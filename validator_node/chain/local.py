@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS weights (
     id INTEGER PRIMARY KEY AUTOINCREMENT, block INTEGER NOT NULL, epoch INTEGER NOT NULL,
     hotkey TEXT NOT NULL, uid INTEGER NOT NULL, mechid INTEGER NOT NULL, version_key INTEGER NOT NULL,
     uids TEXT NOT NULL, submitted TEXT NOT NULL, stored TEXT NOT NULL,
-    mode TEXT NOT NULL, reveal_block INTEGER, signature TEXT NOT NULL);
+    mode TEXT NOT NULL, reveal_block INTEGER, signature TEXT NOT NULL, app_epoch INTEGER);
 CREATE TABLE IF NOT EXISTS refusals (
     id INTEGER PRIMARY KEY AUTOINCREMENT, block INTEGER NOT NULL, hotkey TEXT NOT NULL,
     code TEXT NOT NULL, message TEXT NOT NULL);
@@ -133,6 +133,9 @@ class LocalChain:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(weights)")}
+            if "app_epoch" not in columns:  # a chain file from before records named the epoch
+                self._db.execute("ALTER TABLE weights ADD COLUMN app_epoch INTEGER")
             existing = self._meta("genesis")
             if existing is None:
                 if genesis is None:
@@ -255,6 +258,7 @@ class LocalChain:
         *,
         mechid: int = 0,
         version_key: int = 0,
+        app_epoch: int | None = None,
     ) -> WeightsReceipt:
         """Check with subtensor's rules and record. `signer` is a wire.keys.Hotkey.
 
@@ -267,7 +271,7 @@ class LocalChain:
             raise TypeError("the local chain needs a signing hotkey (wire.keys.Hotkey)")
         hotkey = keys.ss58_of(signer.public_key)
         uids_l, values_l = [int(u) for u in uids], [int(w) for w in weights]
-        payload = self.call_payload(mechid, uids_l, values_l, version_key)
+        payload = self.call_payload(mechid, uids_l, values_l, version_key, app_epoch)
         signature = bytes(signer.sign(payload))
         if not keys.verify(signer.public_key, payload, signature):
             raise WeightsRefused("BadSignature", f"the signature of {hotkey} does not verify")
@@ -316,7 +320,8 @@ class LocalChain:
                 reveal_block = hp.first_block_of(epoch + hp.reveal_period_epochs, self.netuid)
             self._db.execute(
                 "INSERT INTO weights (block, epoch, hotkey, uid, mechid, version_key, uids, submitted,"
-                " stored, mode, reveal_block, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " stored, mode, reveal_block, signature, app_epoch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     block,
                     epoch,
@@ -330,6 +335,7 @@ class LocalChain:
                     mode,
                     reveal_block,
                     signature.hex(),
+                    app_epoch,
                 ),
             )
             self._db.execute(
@@ -346,12 +352,19 @@ class LocalChain:
         )
 
     def call_payload(
-        self, mechid: int, uids: Sequence[int], weights: Sequence[int], version_key: int
+        self,
+        mechid: int,
+        uids: Sequence[int],
+        weights: Sequence[int],
+        version_key: int,
+        app_epoch: int | None = None,
     ) -> bytes:
-        """What a set_weights signature covers (canonical CBOR, domain-separated)."""
-        return cbor.dumps(
-            ["local-chain/set_weights/1", self.netuid, mechid, list(uids), list(weights), version_key]
-        )
+        """What a set_weights signature covers (canonical CBOR, domain-separated). Version 2
+        names the app epoch the row was decided for (`Chain.set_weights`)."""
+        call = [self.netuid, mechid, list(uids), list(weights), version_key]
+        if app_epoch is None:
+            return cbor.dumps(["local-chain/set_weights/1", *call])
+        return cbor.dumps(["local-chain/set_weights/2", *call, app_epoch])
 
     def weight_records(
         self, *, epoch: int | None = None, hotkey: str | None = None, revealed_only: bool = False
@@ -359,7 +372,7 @@ class LocalChain:
         """Every accepted set_weights call (oldest first), optionally for one epoch or hotkey."""
         q = (
             "SELECT id, block, epoch, hotkey, uid, mechid, version_key, uids, submitted, stored, mode,"
-            " reveal_block, signature FROM weights"
+            " reveal_block, signature, app_epoch FROM weights"
         )
         cond, args = [], []
         if epoch is not None:
@@ -388,6 +401,7 @@ class LocalChain:
                 reveal_block=r[11],
                 revealed=r[11] is None or now >= r[11],
                 signature=bytes.fromhex(r[12]),
+                app_epoch=r[13],
             )
             if rec.revealed or not revealed_only:
                 out.append(rec)
@@ -424,6 +438,7 @@ class WeightRecord:
     reveal_block: int | None
     revealed: bool
     signature: bytes  # the hotkey's sr25519 signature over `LocalChain.call_payload(...)`
+    app_epoch: int | None = None  # the decided epoch the caller named (signed), if any
 
 
 class _Tx:

@@ -112,6 +112,7 @@ class SubtensorChain:
         *,
         mechid: int = 0,
         version_key: int = 0,
+        app_epoch: int | None = None,  # no field for it on subtensor (see Chain.set_weights)
     ) -> WeightsReceipt:
         """Submit through `bt.SetWeights` (plain or timelocked commit, as the subnet runs).
 

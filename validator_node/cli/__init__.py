@@ -20,7 +20,7 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("miner", "validator_node.cli.miner", "miners: submit a signed payload to a validator"),
     ("sim", "validator_node.cli.sim", "run the deterministic consensus simulator"),
     ("challenge", "validator_node.cli.challenge", "challenge authors: new, build, inspect, test"),
-    ("audit", "validator_node.cli.audit", "verify the evaluation audit log's hash chain"),
+    ("audit", "validator_node.cli.audit", "audit an epoch from public data; verify and sign the audit log"),
     ("registry", "validator_node.cli.registry", "sudo owner: keygen, sign, verify, list, command, publish"),
     ("genesis", "validator_node.cli.genesis", "a network's genesis record: create once, show its hash"),
     ("chain", "validator_node.cli.chain", "the embedded local chain: genesis, info, recorded weights"),

@@ -32,6 +32,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
     _add_verify(sub)
     _add_sign(sub)
+    from validator_node.cli import audit_replay
+
+    audit_replay.register(sub)
 
 
 def _add_log_arguments(p: argparse.ArgumentParser) -> None:
