@@ -257,3 +257,27 @@ def test_concurrent_writers_from_separate_processes(chain: LocalChain) -> None:
     ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
     assert sorted(r.uid for r in chain.weight_records()) == [1, 2, 3]
+
+
+def test_a_call_that_names_its_app_epoch_is_signed_with_it(chain: LocalChain, tmp_path: Path) -> None:
+    """Issue 15: an auditor maps a local-chain record to the app epoch its weights were decided
+    for: the epoch is in the signed call (payload version 2), so it cannot be changed unseen; and
+    a chain file from before the column existed gains it when opened."""
+    chain.set_weights(VALS[0], [0, 4], [1, 2], app_epoch=7)
+    chain.set_weights(VALS[1], [0, 4], [1, 2])
+    named, plain = chain.weight_records()
+    assert named.app_epoch == 7 and plain.app_epoch is None
+    v2 = chain.call_payload(0, [0, 4], [1, 2], 0, 7)
+    assert keys.verify(VALS[0].public_key, v2, named.signature)
+    assert not keys.verify(VALS[0].public_key, chain.call_payload(0, [0, 4], [1, 2], 0, 8), named.signature)
+    assert keys.verify(VALS[1].public_key, chain.call_payload(0, [0, 4], [1, 2], 0), plain.signature)
+
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    LocalChain(old, make_genesis()).close()
+    with sqlite3.connect(old) as db:
+        db.execute("ALTER TABLE weights DROP COLUMN app_epoch")
+    with LocalChain(old) as reopened:
+        reopened.set_weights(VALS[0], [0, 4], [1, 2], app_epoch=1)
+        assert reopened.weight_records()[0].app_epoch == 1

@@ -112,6 +112,53 @@ def test_json_api(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
     assert get(base + "/api/weights?epoch=9999")[0] == 404
 
 
+def test_raw_bytes_for_auditors(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
+    """Issue 15: the decided bytes, not summaries: a block whose sha256 the certificate signs,
+    the certificate, the genesis record, modules by hash; the listen multiaddrs in the status;
+    and `audit replay --from-api` re-derives an epoch from them alone (exit 0)."""
+    import hashlib
+
+    from consensus.certificates import verify_certificate
+    from consensus.messages import Certificate
+    from validator_node.genesis import GenesisRecord
+    from wire.codec import decode
+
+    root, vals = running
+    base = f"http://127.0.0.1:{vals[0].api_port}"
+    code, raw = get(base + "/api/genesis/raw")
+    genesis_hash = hashlib.sha256(raw).hexdigest()
+    assert code == 200 and genesis_hash == json.loads(get(base + "/api/status")[1])["genesis"]
+    record = decode(raw, GenesisRecord)
+    assert json.loads(get(base + "/api/genesis")[1])["epoch_blocks"] == record.epoch_blocks == EPOCH_BLOCKS
+    block = get(base + "/api/blocks/1/raw")[1]
+    cert = decode(get(base + "/api/blocks/1/certificate")[1], Certificate)
+    assert cert.block_hash == hashlib.sha256(block).digest()
+    verify_certificate(cert, record.validator_set(), record.netuid, height=1)
+    challenge = json.loads(get(base + "/api/challenges")[1])[0]
+    code, wasm = get(base + f"/api/content/{challenge['wasm_sha256']}")
+    assert code == 200 and hashlib.sha256(wasm).hexdigest() == challenge["wasm_sha256"]
+    assert get(base + f"/api/content/{'00' * 32}")[0] == 404
+    assert get(base + "/api/content/abc")[0] == 400
+    assert get(base + "/api/blocks/999999/raw")[0] == 404
+    listen = json.loads(get(base + "/api/status")[1])["listen"]
+    assert listen and all(a.startswith("/ip4/127.0.0.1/tcp/") and "/p2p/12D3" in a for a in listen), listen
+
+    epoch = json.loads(get(base + "/api/status")[1])["epoch"] - 1
+    out = subprocess.run(
+        [sys.executable, "-m", "validator_node.cli", "audit", "replay", "--from-api", base,
+         "--epoch", str(epoch), "--genesis-hash", genesis_hash, "--chain", str(root / "chain.sqlite"),
+         "--rerun-evaluations", "--json"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    items = [c["item"] for c in report["checks"]]
+    assert sum(i.startswith("height ") for i in items) == (epoch + 1) * EPOCH_BLOCKS
+    assert f"epoch {epoch} weights" in items and any(i.startswith("chain record #") for i in items)
+    reruns = [c for c in report["checks"] if c.get("rerun_score") is not None]
+    assert reruns and all(c["rerun_score"] == c["median"] for c in reruns)
+
+
 def test_http_server_refuses_abuse(running: tuple[Path, list[devnet.DevnetValidator]]) -> None:
     _, vals = running
     port = vals[0].api_port

@@ -10,8 +10,10 @@ Layout (every `.cbor` file is exactly the bytes the network decided or signed, c
     modules/<sha256>.wasm       each module a registry action in these blocks carried
     payloads/<sha256>.bin       each payload submitted by reference, when a source serves it
 
-Nothing is verified on the way out: integrity comes from the certificates and the content hashes,
-which the reader checks (`audit replay --from-export DIR` does).
+The export follows the network's validator sets as it goes: it applies every decided block from
+height 1 (without running modules: weights are taken as decided) and checks each certificate
+against the set that state names, because the DHT hands out a decided block only to a reader who
+knows that set. The reader checks everything again (`audit replay --from-export DIR` does).
 """
 
 from __future__ import annotations
@@ -32,6 +34,33 @@ FORMAT = "bt-platform-audit-export/1"
 
 class ExportError(RuntimeError):
     pass
+
+
+def _follower(record: Any) -> Any:
+    """An application that tracks decided state (and so each height's validator set) without a
+    sandbox; its complaints about weights it cannot derive are not the export's business."""
+    import logging
+
+    from validator_node.app import Application
+
+    logging.getLogger("validator_node.app").setLevel(logging.ERROR)
+    return Application(record)
+
+
+def _follow(app: Any, height: int, packet: Any) -> None:
+    from consensus.certificates import CertificateError, verify_certificate
+    from validator_node.pipeline.state import BlockRejected
+
+    vset = app.known_vset(height)
+    try:
+        if vset is None:
+            raise CertificateError("no known validator set certifies it")
+        if hashlib.sha256(packet.block).digest() != packet.certificate.block_hash:
+            raise CertificateError("the block's bytes do not hash to the certified block_hash")
+        verify_certificate(packet.certificate, vset, app.netuid, height=height)
+        app.apply_decided(height, packet.block)
+    except (CertificateError, BlockRejected) as exc:
+        raise ExportError(f"height {height}: {exc}") from None
 
 
 def _versions() -> dict[str, int]:
@@ -64,13 +93,20 @@ async def export(
     (out / "genesis.cbor").write_bytes(raw)
     from validator_node.genesis import GenesisRecord
 
-    netuid = decode(raw, GenesisRecord).netuid
+    record = decode(raw, GenesisRecord)
+    netuid = record.netuid
+    follower = _follower(record)
+    if hasattr(source, "vset_for"):
+        source.vset_for = follower.known_vset
     files = ["genesis.cbor"]
     missing: list[str] = []
-    for height in range(first, last + 1):
+    for height in range(1, last + 1):
         packet = await source.decision(height)
         if packet is None:
             raise ExportError(f"{source.label} has no decided block at height {height}")
+        _follow(follower, height, packet)
+        if height < first:
+            continue
         (out / f"blocks/{height}.cbor").write_bytes(packet.block)
         (out / f"certificates/{height}.cbor").write_bytes(encode(packet.certificate))
         files += [f"blocks/{height}.cbor", f"certificates/{height}.cbor"]
