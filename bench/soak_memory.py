@@ -125,7 +125,7 @@ class SoakProcesses(Processes):
     def start(self, v: devnet.DevnetValidator) -> subprocess.Popen[bytes]:
         log = open(self.root / "logs" / f"validator{v.index}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._files.append(log)
-        cmd = node_command(self.root, v, self.vals, None, self.epoch_blocks, self.block_interval)
+        cmd = node_command(self.root, v, None, self.epoch_blocks, self.block_interval)
         env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning", **self.env_for.get(v.index, {}))
         self.procs[v.index] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self.procs[v.index]

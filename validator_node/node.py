@@ -40,6 +40,7 @@ from validator_node.app import Application
 from validator_node.chain.base import Chain
 from validator_node.chain_duty import ChainDuty, validator_set_from
 from validator_node.chain_view import epoch_info_from_chain
+from validator_node.discovery import Discovery
 from validator_node.evaluation import Evaluator, SandboxAggregator
 from validator_node.evidence import EvidenceDuty, parse_sources
 from validator_node.genesis import GenesisProof, GenesisRecord, genesis_hash
@@ -87,6 +88,8 @@ class NodeConfig:
     dht: bool = True  # keep decided blocks and checkpoints in the Kademlia DHT
     evidence: str = ""  # CHALLENGE=SOURCE,... (validator_node.evidence)
     genesis_hash: bytes | None = None  # the operator's pin (--genesis-hash): refuse any other genesis
+    announce: str | None = None  # the multiaddr to publish on the chain (default: a dialable listen one)
+    discovery_interval: float = 30.0  # seconds between reads of validators' addresses on the chain; 0: off
 
 
 def _bare_reference(item: object) -> str | None:
@@ -104,7 +107,7 @@ def _bare_reference(item: object) -> str | None:
     return None
 
 
-class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
+class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty, Discovery):
     #: why this node stopped voting (a store write failed), or None while it votes
     _voting_halted: str | None = None
     _status_failing = False
@@ -273,6 +276,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.transport.run, list(self.cfg.bootstrap))
+            if self.cfg.discovery_interval > 0:
+                nursery.start_soon(self._run_discovery)  # discovery: peers' addresses from the chain
             if self.cfg.dht:
                 await nursery.start(self._run_dht)
             nursery.start_soon(self._chain_poller)
@@ -283,7 +288,8 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty):
 
                 self.api_port = await nursery.start(NodeApi(self).serve, self.cfg.api_host, self.cfg.api_port)
             task_status.started()
-            if self.store.tip()[0] == 0 and self.cfg.sync_from_checkpoint and self.cfg.bootstrap:
+            peers_known = self.cfg.bootstrap or self.cfg.discovery_interval > 0
+            if self.store.tip()[0] == 0 and self.cfg.sync_from_checkpoint and peers_known:
                 await self._bootstrap_from_checkpoint()
             await self._await_quorum_links()
             await self._execute(self.replica.start(trio.current_time()))

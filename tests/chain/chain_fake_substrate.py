@@ -21,6 +21,7 @@ class FakeSubstrate:
         self.netuid = netuid
         self.block = block
         self.storage: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
+        self.maps: dict[tuple[str, str, tuple[Any, ...]], list[tuple[Any, Any]]] = {}  # query_map rows
         self.runtime: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
         self.submitted: list[tuple[Any, str]] = []
         self.reads: list[tuple[str, ...]] = []
@@ -63,7 +64,7 @@ class FakeSubstrate:
 
     async def query_map(self, module: str, storage: str, params: Any = None, **kw: Any) -> list[Any]:
         self.reads.append(("query_map", module, storage))
-        return []
+        return list(self.maps.get((module, storage, tuple(params or ())), []))
 
     async def query_batch(self, *a: Any, **kw: Any) -> list[Any]:
         return []

@@ -281,3 +281,28 @@ def test_a_call_that_names_its_app_epoch_is_signed_with_it(chain: LocalChain, tm
     with LocalChain(old) as reopened:
         reopened.set_weights(VALS[0], [0, 4], [1, 2], app_epoch=1)
         assert reopened.weight_records()[0].app_epoch == 1
+
+
+def test_endpoints_are_commitments_of_registered_hotkeys_within_a_quota(chain: LocalChain) -> None:
+    """Issue 13: the local chain models `set_commitment` as validators publish their addresses:
+    a registered hotkey's signed call, one Raw field of at most 128 bytes, at least 100 bytes of
+    a per-tempo space quota per call; the newest per hotkey is read back."""
+    from validator_node.chain.base import EndpointRefused
+
+    assert chain.publish_endpoint(VALS[0], "btp1 /ip4/10.0.0.1/tcp/1/p2p/x") == 100
+    chain.publish_endpoint(VALS[0], "btp1 newer")
+    chain.publish_endpoint(VALS[1], "other")
+    assert chain.endpoints() == {VALS[0].ss58: "btp1 newer", VALS[1].ss58: "other"}
+    with pytest.raises(EndpointRefused) as info:
+        chain.publish_endpoint(Hotkey.from_name("nobody"), "btp1 x")
+    assert info.value.code == "AccountNotAllowedCommit"
+    with pytest.raises(EndpointRefused) as info:
+        chain.publish_endpoint(VALS[2], "x" * 129)
+    assert info.value.code == "TooManyFieldsInCommitmentInfo"
+    for _ in range(LocalChain.COMMITMENT_SPACE // LocalChain.COMMITMENT_MIN_COST - 2):  # 2 used above
+        chain.publish_endpoint(VALS[0], "btp1 again")
+    with pytest.raises(EndpointRefused) as info:
+        chain.publish_endpoint(VALS[0], "btp1 one too many")
+    assert info.value.code == "SpaceLimitExceeded"
+    chain.advance(chain.hyperparameters().tempo + 1)  # the next chain epoch: a fresh quota
+    chain.publish_endpoint(VALS[0], "btp1 next epoch")

@@ -184,3 +184,31 @@ def test_a_chain_side_refusal_keeps_the_pallet_error_name(chain: SubtensorChain,
     with pytest.raises(WeightsRefused) as info:
         chain.set_weights(VAL, [0, 2], [65535, 1], version_key=1)
     assert info.value.code == "IncorrectWeightVersionKey"
+
+
+def test_endpoints_are_published_and_read_as_commitments(chain: SubtensorChain, fake: FakeSubstrate) -> None:
+    """Issue 13: a validator publishes its multiaddr as a `Commitments.set_commitment` signed by
+    its hotkey, and reads every validator's from the pallet's storage map, through the SDK."""
+    from validator_node.chain.base import EndpointRefused
+    from validator_node.chain.endpoints import format_endpoint, parse_endpoint
+
+    addr = "/ip4/203.0.113.7/tcp/30333/p2p/12D3KooWFQ2RiihDt62QLEngHRr4cQkz6AvrpvzRztHC8KqbXcYR"
+    text = format_endpoint(addr)
+    assert chain.publish_endpoint(VAL, text) == 1000
+    ((call, signer),) = fake.submitted
+    assert signer == VAL.ss58 and (call.module, call.function) == ("Commitments", "set_commitment")
+    field = {f"Raw{len(text)}": "0x" + text.encode().hex()}
+    assert call.params == {"netuid": NETUID, "info": {"fields": [field]}}
+
+    fake.maps[("Commitments", "CommitmentOf", (NETUID,))] = [
+        (VAL.ss58, {"block": 990, "deposit": 0, "info": {"fields": [field]}}),
+        (MINER.ss58, {"block": 991, "deposit": 0, "info": {"fields": [{"Raw5": "0x" + b"hello".hex()}]}}),
+    ]
+    found = chain.endpoints()
+    assert found[VAL.ss58] == text and parse_endpoint(found[VAL.ss58]) == addr
+    assert parse_endpoint(found[MINER.ss58]) is None  # another use of commitments: not an address
+
+    fake.fail_with = "SpaceLimitExceeded"
+    with pytest.raises(EndpointRefused) as info:
+        chain.publish_endpoint(VAL, text)
+    assert info.value.code == "SpaceLimitExceeded"

@@ -204,7 +204,7 @@ def test_chain_changes_mid_run_never_halt_the_network_and_every_node_restarts_an
         for child in node_dir.iterdir():
             if child.name != "peer_key.ed25519":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        cmd = unpinned(devnet.node_command(root, new, vals, None, 12, 0.5))
+        cmd = unpinned(devnet.node_command(root, new, None, 12, 0.5))
         env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
         with open(root / "logs" / "validator0.log", "ab") as log:
             cluster.procs[new.index] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

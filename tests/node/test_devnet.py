@@ -62,6 +62,28 @@ def test_four_validators_two_epochs_identical_weights_on_chain(tmp_path: Path) -
     ]
 
 
+def test_validators_find_each_other_on_the_chain_with_no_bootstrap_flags(tmp_path: Path) -> None:
+    """Issue 13: each validator publishes its multiaddr as a commitment on the (local) chain and
+    dials the other permit holders' from there; with no `--p2p.bootstrap` at all the mesh forms
+    and decides, and /api/status names the addresses that were published."""
+    from validator_node.chain.endpoints import parse_endpoint
+    from validator_node.chain.local import LocalChain
+
+    root = tmp_path / "dn"
+    vals, _ = devnet.create(root, 4)
+    assert all("--p2p.bootstrap" not in devnet.node_command(root, v, None) for v in vals)
+    with devnet.Processes(root, vals).start_all():
+        wait_for(lambda: all(height(root, v) >= 3 for v in vals), 90, "height 3 everywhere")
+        statuses = [devnet.read_status(root, v) for v in vals]
+        with LocalChain(root / "chain.sqlite") as chain:
+            published = chain.endpoints()
+    assert all(s is not None and s["peers"] == 3 for s in statuses), statuses
+    for v, s in zip(vals, statuses, strict=True):
+        assert parse_endpoint(published[v.ss58]) in s["listen"]  # type: ignore[index]
+    logs = (root / "logs" / "validator0.log").read_text()
+    assert "found on the chain" in logs and "published this node's address" in logs
+
+
 def test_kill9_validator_restarts_catches_up_and_never_equivocates(tmp_path: Path) -> None:
     root = tmp_path / "dn"
     vals, _ = devnet.create(root, 4)
@@ -95,7 +117,7 @@ def test_kill9_validator_restarts_catches_up_and_never_equivocates(tmp_path: Pat
 def test_run_refuses_a_hotkey_without_permit(tmp_path: Path) -> None:
     root = tmp_path / "dn"
     vals, _ = devnet.create(root, 2)
-    cmd = devnet.node_command(root, vals[0], vals, 1)
+    cmd = devnet.node_command(root, vals[0], 1)
     cmd[cmd.index("--wallet.name") + 1] = "owner"  # the owner neuron has no validator permit
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
     assert out.returncode == 1

@@ -99,7 +99,7 @@ def test_a_late_joiner_takes_the_networks_genesis_and_a_wrong_pin_is_refused(tmp
         with LocalChain(root / "chain.sqlite") as chain:  # uids: owner 0, validators 1..4
             chain.set_neuron(1, stake=2500 * TAO)
             chain.set_neuron(4, stake=5000 * TAO)
-        cmd = unpinned(devnet.node_command(root, late, vals, None, EPOCH, 0.5))
+        cmd = unpinned(devnet.node_command(root, late, None, EPOCH, 0.5))
 
         wrong = subprocess.run(
             [*cmd, "--genesis-hash", "ab" * 32], capture_output=True, text=True, env=ENV, timeout=120

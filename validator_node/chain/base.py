@@ -95,6 +95,14 @@ class WeightsReceipt:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+class EndpointRefused(ChainError):
+    """The chain refused a commitment; `code` is the pallet's error name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
 @runtime_checkable
 class Chain(Protocol):
     """What the node needs from a chain. Commit-reveal is chosen by the chain's own hyperparameter."""
@@ -126,6 +134,17 @@ class Chain(Protocol):
         `app_epoch` is the decided epoch the row belongs to: the local chain records it in the
         signed call, so an auditor maps the record to its epoch exactly; subtensor's extrinsic has
         no field for it (an auditor maps by chain block, `validator_node.audit.chain_records`)."""
+        ...
+
+    def publish_endpoint(self, signer: Any, endpoint: str) -> int:
+        """Publish where this hotkey's node listens (`endpoints.format_endpoint`: a full libp2p
+        multiaddr with its peer id) as the hotkey's commitment on the subnet; returns the block.
+        Raises `EndpointRefused` when the chain refuses (not registered, over its space quota)."""
+        ...
+
+    def endpoints(self) -> dict[str, str]:
+        """Every hotkey's published commitment on the subnet (ss58 -> text), newest per hotkey.
+        A hint where to dial, never a credential: the p2p handshake proves the hotkey."""
         ...
 
     def close(self) -> None: ...

@@ -151,6 +151,32 @@ class SubtensorChain:
             extra=data,
         )
 
+    # --- endpoints (commitments) -----------------------------------------------------------------
+
+    def publish_endpoint(self, signer: Any, endpoint: str) -> int:
+        """`Commitments.set_commitment` with one Raw field, signed by the hotkey (bittensor 11 has
+        no intent for it, so `_SetCommitment` composes the generated call)."""
+        from validator_node.chain.base import EndpointRefused
+
+        bt = self._bt
+        intent = _set_commitment_intent(bt)(netuid=self.netuid, data=endpoint.encode())
+        try:
+            block = self.current_block()
+            result = self._sub.execute(intent, _as_sdk_signer(signer))
+        except bt.ChainError as exc:
+            raise EndpointRefused(exc.name or "ChainError", exc.message) from exc
+        except bt.BittensorError as exc:
+            raise EndpointRefused("InvalidInput", str(exc)) from exc
+        if not result.success:
+            err = getattr(result, "error", None)
+            raise EndpointRefused(str(getattr(err, "name", None) or "Failed"), result.message)
+        return block
+
+    def endpoints(self) -> dict[str, str]:
+        """The subnet's commitments as the SDK reads them (one pinned block, storage maps)."""
+        found = self._sub.subnets.commitments(self.netuid) or {}
+        return {str(hk): str(c.data) for hk, c in found.items() if c is not None and c.data}
+
     def close(self) -> None:
         """Close the SDK client, and its private event loop, which bittensor 11.3.0 leaves unclosed.
 
@@ -162,6 +188,40 @@ class SubtensorChain:
         loop = getattr(loop_thread, "_loop", None)
         if loop is not None and not loop.is_running() and not loop.is_closed():
             loop.close()
+
+
+_INTENT_CLASS: list[Any] = []
+
+
+def _set_commitment_intent(bt: Any) -> Any:
+    """The intent class (built once, after bittensor is imported: this module must not import it)."""
+    if _INTENT_CLASS:
+        return _INTENT_CLASS[0]
+    from dataclasses import dataclass
+
+    from bittensor._generated import calls
+    from bittensor.intents.base import Intent
+
+    @dataclass
+    class SetCommitment(Intent):  # type: ignore[misc]
+        op = "set_commitment"  # unannotated: class attributes, not dataclass fields
+        signer = "hotkey"
+        wraps = (("Commitments", "set_commitment"),)
+
+        netuid: int
+        data: bytes
+
+        async def build(self, substrate: Any, wallet: Any) -> Any:
+            field = {f"Raw{len(self.data)}": "0x" + self.data.hex()}
+            return await substrate.compose(
+                calls.Commitments.set_commitment(netuid=self.netuid, info={"fields": [field]})
+            )
+
+        def summary(self) -> str:
+            return f"commit {len(self.data)} bytes on netuid {self.netuid}"
+
+    _INTENT_CLASS.append(SetCommitment)
+    return SetCommitment
 
 
 def _as_sdk_signer(signer: Any) -> Any:

@@ -31,7 +31,26 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("wallet.path", str, "~/.bittensor/wallets", "wallets directory"),
     ("p2p.host", str, "127.0.0.1", "listen address"),
     ("p2p.port", int, 0, "listen port (0: any)"),
-    ("p2p.bootstrap", str, "", "comma-separated /ip4/.../tcp/.../p2p/... addresses"),
+    (
+        "p2p.bootstrap",
+        str,
+        "",
+        "comma-separated /ip4/.../tcp/.../p2p/... addresses (optional: validators' addresses are read "
+        "from the chain)",
+    ),
+    (
+        "p2p.announce",
+        str,
+        None,
+        "the multiaddr to publish on the chain for other validators (default: the listen address, "
+        "unless it is 0.0.0.0)",
+    ),
+    (
+        "p2p.discovery_interval",
+        float,
+        30.0,
+        "seconds between reads of validators' addresses on the chain (0: off)",
+    ),
     ("data-dir", str, "data", "state directory; the node uses <data-dir>/<netuid>/<hotkey>/"),
     ("block-interval", float, 1.0, "seconds between a decision and the next proposal"),
     ("consensus.timeout", float, 3.0, "base view timeout in seconds (doubles per view)"),
@@ -208,6 +227,8 @@ def run_command(args: argparse.Namespace) -> int:
         dht=bool(opts["dht"]),
         evidence=opts["evidence"],
         genesis_hash=pin,
+        announce=opts["p2p.announce"],
+        discovery_interval=opts["p2p.discovery_interval"],
     )
     try:
         node = ValidatorNode(cfg, hotkey, chain, record)
@@ -264,16 +285,34 @@ def obtain_genesis(
         finally:
             store.close()
     bootstrap = [a for a in opts["p2p.bootstrap"].split(",") if a]
+    source = "bootstrap"
+    if not bootstrap and opts["p2p.discovery_interval"] > 0:
+        bootstrap, source = validators_on_chain(chain, node_dir), "chain-published"
     if not bootstrap:
-        return None, pin
+        return None, pin  # nobody to ask: this node starts a network from the chain
     import trio
 
-    log.info("asking %d bootstrap peer(s) for the network's genesis record", len(bootstrap))
+    log.info("asking %d %s peer(s) for the network's genesis record", len(bootstrap), source)
     got = trio.run(
         lambda: fetch_from_peers(bootstrap, netuid=opts["netuid"], pin=pin, trust=validator_set_from(chain))
     )
     log.info("genesis %s from %s", genesis_hash(got.record).hex(), got.source)
     return got.record, pin
+
+
+def validators_on_chain(chain: Any, node_dir: Path) -> list[str]:
+    """The addresses today's permit holders published on the chain (validator_node.discovery), but
+    this node's own: whom a node with no genesis record asks for it. None published means this is
+    the network's first node."""
+    from validator_node.chain_duty import validator_set_from
+    from validator_node.discovery import dial_targets
+    from wire.keys import public_key_of
+
+    vset = validator_set_from(chain)
+    if vset is None:
+        return []
+    mine = public_key_of(node_dir.name)  # the node's folder is named after its hotkey (ss58)
+    return dial_targets(chain.endpoints(), {v.hotkey for v in vset.validators}, mine)
 
 
 def _leaves(eg: BaseExceptionGroup) -> list[BaseException]:

@@ -145,7 +145,6 @@ DEVNET_EVIDENCE = "allways-swap=swap-market-sim,bitdefense-invariants=bitdefense
 def node_command(
     root: Path,
     v: DevnetValidator,
-    peers: list[DevnetValidator],
     stop_at: int | None,
     epoch_blocks: int = 12,
     block_interval: float = 0.5,
@@ -171,8 +170,10 @@ def node_command(
         str(root / "data"),
         "--p2p.port",
         str(v.port),
-        "--p2p.bootstrap",
-        ",".join(p.multiaddr() for p in peers if p.index != v.index),
+        # no bootstrap list: each validator publishes its address on the (local) chain and dials
+        # the others' from there (validator_node.discovery), as on a real subnet
+        "--p2p.discovery_interval",
+        "1",
         "--block-interval",
         str(block_interval),
         "--consensus.timeout",
@@ -216,7 +217,7 @@ class Processes:
     def start(self, v: DevnetValidator) -> subprocess.Popen[bytes]:
         log = open(self.root / "logs" / f"validator{v.index}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._files.append(log)
-        cmd = node_command(self.root, v, self.vals, self.stop_at, self.epoch_blocks, self.block_interval)
+        cmd = node_command(self.root, v, self.stop_at, self.epoch_blocks, self.block_interval)
         env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
         self.procs[v.index] = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_default_sigint

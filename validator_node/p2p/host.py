@@ -145,6 +145,7 @@ class ConsensusTransport:
         self.genesis = genesis  # the `genesis` request on the checkpoint protocol (node.genesis)
         self.on_link = on_link
         self.book = PeerBook()
+        self._dial_addrs: dict[str, str] = {}  # peer id -> newest address to dial it at
         self._init_budgets(limits or P2PLimits())
         # peer id -> hotkey of every peer that passed the attestation handshake and still holds
         # a permit (kept across reconnects; newest peer id per hotkey): who may gossip to us
@@ -256,7 +257,7 @@ class ConsensusTransport:
                         await services.start(self.gossip.run)
                     task_status.started()
                     for addr in bootstrap:
-                        nursery.start_soon(self._dial_forever, addr)
+                        self.dial(addr)
                     await trio.sleep_forever()
             finally:
                 await self._close_connections()
@@ -301,23 +302,41 @@ class ConsensusTransport:
 
     # --- links ----------------------------------------------------------------------------
 
+    def dial(self, addr: str) -> bool:
+        """Keep a link to the peer at `addr` (a bootstrap address or one found on the chain):
+        one dial loop per peer id, which uses the newest address given for it on its next try.
+        True when a new loop started. Call while `run` runs."""
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        peer = info_from_p2p_addr(multiaddr.Multiaddr(addr)).peer_id.to_string()
+        if peer == self.peer_id:
+            log.info("skipping address %s: it is this node", addr)
+            return False
+        fresh = peer not in self._dial_addrs
+        self._dial_addrs[peer] = addr
+        if fresh:
+            assert self._nursery is not None, "dial() before run()"
+            self._nursery.start_soon(self._dial_forever, addr)
+        return fresh
+
     async def _dial_forever(self, addr: str) -> None:
         from libp2p.custom_types import TProtocol
         from libp2p.peer.peerinfo import info_from_p2p_addr
 
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-        if info.peer_id.to_string() == self.peer_id:
-            log.info("skipping bootstrap address %s: it is this node", addr)
-            return
+        peer = info.peer_id.to_string()
         backoff = 0.5
         if info.peer_id.to_string() < self.peer_id:
             # Both sides dial each other from their bootstrap lists; let the smaller peer id
             # dial first so that a pair usually ends up with one link, not two.
             await trio.sleep(2.0)
         while True:
-            if any(link.peer_id == info.peer_id.to_string() for link in self.book.links.values()):
+            if any(link.peer_id == peer for link in self.book.links.values()):
                 await trio.sleep(1.0)  # already linked (maybe they dialled us)
                 continue
+            if self._dial_addrs.get(peer, addr) != addr:  # the peer moved: dial where it is now
+                addr = self._dial_addrs[peer]
+                info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
                     await self.host.connect(info)
