@@ -19,13 +19,14 @@ from registry.state import ModuleCheckFailed, runtime_validator
 from registry.state import genesis as registry_genesis
 from runtime.errors import DETERMINISTIC_KINDS
 from validator_node.app_pools import Intake, new_pools
-from validator_node.block import Block, build_block, check_block
+from validator_node.block import SNAPSHOT_LAG, Block, build_block, check_block, snapshot_block
 from validator_node.genesis import GenesisRecord, genesis_hash
 from validator_node.metrics import Metrics
 from validator_node.pipeline.evidence import Aggregator, epoch_seed
 from validator_node.pipeline.messages import (
     EMPTY_BODY,
     BlockBody,
+    EpochInfo,
 )
 from validator_node.pipeline.proposal import build_body
 from validator_node.pipeline.snapshot import state_root
@@ -136,13 +137,16 @@ class Application(Intake):
         if reason is not None:
             return reason
         try:
-            _, body = self._body_of(data)
+            block, body = self._body_of(data)
         except WireError as exc:
             return f"undecodable body: {exc}"
-        if body.epoch_info is not None and replace(body.epoch_info, epoch=0) != replace(
-            self.chain_view, epoch=0
-        ):
-            return "epoch metagraph snapshot differs from this validator's view of the chain"
+        if body.epoch_info is not None:
+            expected, at = self.view_at(block.chain_block), snapshot_block(block.chain_block)
+            if expected is None:
+                self.wanted_view = at
+                return f"local failure, not a verdict: the chain at block {at} is not read here yet"
+            if replace(body.epoch_info, epoch=0) != replace(expected, epoch=0):
+                return f"epoch metagraph snapshot differs from the chain at block {at}"
         try:
             apply_body(
                 self.state,
@@ -216,13 +220,38 @@ class Application(Intake):
         self._prune(body)
         return admitted, body
 
+    def view_at(self, chain_block: int) -> EpochInfo | None:
+        """The snapshot an epoch-opening block at `chain_block` must carry (None: not read yet)."""
+        if not self.pin_views:
+            return self.chain_view
+        return self.chain_views.get(snapshot_block(chain_block))
+
+    def _proposal_chain_block(self, height: int, chain_block: int) -> tuple[int, EpochInfo]:
+        """The header's chain block and the epoch snapshot it pins. An epoch-opening proposal
+        names a chain block whose snapshot this node holds (the newest such one that keeps the
+        headers monotonic), or none can be made yet (LocalFailure: the next view retries)."""
+        chain_block = max(chain_block, self.tip_chain_block)
+        info = self.view_at(chain_block)
+        if info is not None or not self.state.is_epoch_start(height):
+            return chain_block, info or self.chain_view
+        held = [
+            b + SNAPSHOT_LAG
+            for b in self.chain_views
+            if self.tip_chain_block <= b + SNAPSHOT_LAG <= chain_block
+        ]
+        if not held:
+            raise LocalFailure(f"no snapshot of the chain near block {chain_block} read yet")
+        best = max(held)
+        return best, self.chain_views[snapshot_block(best)]
+
     def propose(self, height: int, proposer: bytes, chain_block: int) -> bytes:
+        chain_block, epoch_info = self._proposal_chain_block(height, chain_block)
         body = build_body(
             self.state,
             height=height,
             parent=self.tip_hash,
             vset=self.vset_for(height),
-            epoch_info=self.chain_view,
+            epoch_info=epoch_info,
             registry_pool=self.registry_pool.values(),
             submission_pool=self.submission_pool.values(),
             attestation_pool=self.attestation_pool.values(),
@@ -231,7 +260,6 @@ class Application(Intake):
             evidence_vote_pool=self.evidence_vote_pool.values(),
             evidence_pool=self.evidence_pool.values(),
         )
-        chain_block = max(chain_block, self.tip_chain_block)
         return build_block(
             height, self.tip_hash, proposer, chain_block, self.root, encode(body), genesis=self.genesis_hash
         )

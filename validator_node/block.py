@@ -19,6 +19,16 @@ from wire.errors import WireError
 
 GENESIS_PARENT = bytes(32)
 MAX_CHAIN_DRIFT = 20  # chain blocks a proposer may be ahead of a validator's own view
+#: An epoch's metagraph snapshot is the chain as it was at `snapshot_block(chain_block)` of the
+#: epoch's first block: a few blocks back, so every validator has read that block (they prefetch
+#: each chain block as it passes) and none reads a head that may still be reorganised. Pinning it
+#: makes the snapshot one value for all: stake that moves every chain block cannot make honest
+#: validators disagree on it (before, each compared the proposer's snapshot with its own latest read).
+SNAPSHOT_LAG = 3
+
+
+def snapshot_block(chain_block: int) -> int:
+    return max(chain_block - SNAPSHOT_LAG, 0)
 
 
 @wire_message("node.block", version=2, max_size=MAX_BLOCK_SIZE)

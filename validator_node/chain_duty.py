@@ -63,11 +63,34 @@ class ChainDuty:
         self._permitted = self._admissible()
         self.transport.readmit(self._permitted)
 
+    #: chain blocks whose view is kept for epoch snapshots (the newest ones)
+    views_kept: int = 64
+
+    async def _prefetch_views(self) -> None:
+        """Read the chain's view at each block from `snapshot_block`'s lag up to the head's
+        predecessor that this node has not read yet, and any block a validation lacked, so an
+        epoch-opening proposal finds its pinned snapshot here (validator_node.block.SNAPSHOT_LAG)."""
+        from validator_node.block import SNAPSHOT_LAG
+
+        app, head = self.app, self._chain_block
+        wanted = [b for b in range(max(head - SNAPSHOT_LAG - 1, 0), head) if b not in app.chain_views]
+        if app.wanted_view is not None and app.wanted_view <= head and app.wanted_view not in app.chain_views:
+            wanted.append(app.wanted_view)
+        for block in wanted:
+            app.chain_views[block] = await trio.to_thread.run_sync(
+                epoch_info_from_chain, self.chain, 0, block
+            )
+            self.metrics.inc("chain_view_reads_total")
+        app.wanted_view = None
+        for old in sorted(app.chain_views)[: -self.views_kept]:
+            del app.chain_views[old]
+
     async def _chain_poller(self, metagraph_every: float = 12.0) -> None:
         last_refresh = trio.current_time()
         while True:
             try:
                 self._chain_block = await trio.to_thread.run_sync(self.chain.current_block)
+                await self._prefetch_views()
                 if trio.current_time() - last_refresh >= metagraph_every:
                     last_refresh = trio.current_time()
                     mg = await trio.to_thread.run_sync(self.chain.metagraph)

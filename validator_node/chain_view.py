@@ -20,10 +20,11 @@ def validator_set_of(mg: Metagraph) -> ValidatorSet | None:
     return ValidatorSet.of(members) if members else None
 
 
-def epoch_info_from_chain(chain: Chain, epoch: int = 0) -> EpochInfo:
-    mg = chain.metagraph()
-    hp = chain.hyperparameters()
-    owner = chain.subnet_owner()
+def epoch_info_from_chain(chain: Chain, epoch: int = 0, block: int | None = None) -> EpochInfo:
+    """The chain's view now, or at `block` (every read pinned to it)."""
+    mg = chain.metagraph(block)
+    hp = chain.hyperparameters(block)
+    owner = chain.subnet_owner(block)
     owner_uid = mg.uid_of(owner)
     neurons = tuple(
         NeuronEntry(

@@ -161,6 +161,7 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty, Discovery):
         self.app = Application(record)
         self.app.metrics = self.metrics  # refusals by reason, decided-block disagreements
         self.app.chain_view = epoch_info_from_chain(chain)  # the live view this node proposes
+        self.app.pin_views = True  # epoch snapshots are read at the block each pins (chain_duty)
         self._genesis_served: tuple[int, bytes] | None = None
         self.evaluator = Evaluator(self.data_dir, self.metrics, hotkey=hotkey, netuid=cfg.netuid)
         self.aggregator = SandboxAggregator(self.evaluator, self.app.validate_module, self.metrics)

@@ -21,6 +21,7 @@ class FakeSubstrate:
         self.netuid = netuid
         self.block = block
         self.storage: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
+        self.read_at: list[Any] = []  # the block hash each query / runtime call was pinned to
         self.maps: dict[tuple[str, str, tuple[Any, ...]], list[tuple[Any, Any]]] = {}  # query_map rows
         self.runtime: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
         self.submitted: list[tuple[Any, str]] = []
@@ -60,6 +61,7 @@ class FakeSubstrate:
         self, module: str, storage: str, params: Any = None, block_hash: Any = None, **kw: Any
     ) -> Any:
         self.reads.append(("query", module, storage))
+        self.read_at.append(block_hash)
         return self.storage.get((module, storage, tuple(params or ())))
 
     async def query_map(self, module: str, storage: str, params: Any = None, **kw: Any) -> list[Any]:
@@ -71,6 +73,7 @@ class FakeSubstrate:
 
     async def runtime_call(self, api: str, method: str, params: list[Any], block_hash: Any = None) -> Any:
         self.reads.append(("runtime_call", api, method))
+        self.read_at.append(block_hash)
         return self.runtime.get((api, method, tuple(params)))
 
     async def compose(self, call: Any) -> Any:

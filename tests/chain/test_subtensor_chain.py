@@ -212,3 +212,17 @@ def test_endpoints_are_published_and_read_as_commitments(chain: SubtensorChain, 
     with pytest.raises(EndpointRefused) as info:
         chain.publish_endpoint(VAL, text)
     assert info.value.code == "SpaceLimitExceeded"
+
+
+def test_reads_at_a_block_are_pinned_to_its_hash(chain: SubtensorChain, fake: FakeSubstrate) -> None:
+    """Issue 13 §1: an epoch's snapshot is read at the block its first decided block pins: the
+    metagraph, hyperparameters and owner reads all go to that block's hash."""
+    from validator_node.chain_view import epoch_info_from_chain
+
+    fake.read_at.clear()
+    epoch_info_from_chain(chain, 0, 990)
+    pinned = "0x" + f"{990:064x}"
+    assert fake.read_at and all(h == pinned for h in fake.read_at), fake.read_at
+    fake.read_at.clear()
+    chain.metagraph(990)
+    assert fake.read_at and all(h == pinned for h in fake.read_at)

@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS weights (
     hotkey TEXT NOT NULL, uid INTEGER NOT NULL, mechid INTEGER NOT NULL, version_key INTEGER NOT NULL,
     uids TEXT NOT NULL, submitted TEXT NOT NULL, stored TEXT NOT NULL,
     mode TEXT NOT NULL, reveal_block INTEGER, signature TEXT NOT NULL, app_epoch INTEGER);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, block INTEGER NOT NULL, kind TEXT NOT NULL,
+    key INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_at ON history (kind, block);
 CREATE TABLE IF NOT EXISTS commitments (
     hotkey TEXT PRIMARY KEY, block INTEGER NOT NULL, data TEXT NOT NULL, signature TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commitment_space (
@@ -145,6 +149,8 @@ class LocalChain:
                 if genesis is None:
                     raise ChainError(f"{self.path} holds no chain and no genesis was given")
                 self._write_genesis(genesis)
+            if self._db.execute("SELECT 1 FROM history LIMIT 1").fetchone() is None:
+                self._seed_history()  # the state so far, from block 0 (also for older chain files)
             elif genesis is not None and Genesis.from_dict(json.loads(existing)) != self._resolved(genesis):
                 raise ChainError(f"{self.path} already holds a different genesis")
         g = Genesis.from_dict(json.loads(self._meta("genesis") or "{}"))
@@ -204,19 +210,59 @@ class LocalChain:
         return self.hyperparameters().epoch_of(self.current_block() if block is None else block, self.netuid)
 
     # --- reads ---------------------------------------------------------------------------------
+    # Every change is also appended to `history` at the block it happened, so a read can be made
+    # at a past block as subtensor's can (validators read an epoch's metagraph at a pinned block).
 
-    def metagraph(self) -> Metagraph:
-        rows = self._db.execute(
-            "SELECT uid, hotkey, coldkey, stake, validator_permit FROM neurons ORDER BY uid"
-        ).fetchall()
-        neurons = tuple(Neuron(int(u), str(h), str(c), int(s), bool(p)) for u, h, c, s, p in rows)
-        return Metagraph(netuid=self.netuid, block=self.current_block(), neurons=neurons)
+    def metagraph(self, block: int | None = None) -> Metagraph:
+        now = self.current_block()
+        if block is None or block >= now:
+            rows = self._db.execute(
+                "SELECT uid, hotkey, coldkey, stake, validator_permit FROM neurons ORDER BY uid"
+            ).fetchall()
+            neurons = tuple(Neuron(int(u), str(h), str(c), int(s), bool(p)) for u, h, c, s, p in rows)
+            return Metagraph(netuid=self.netuid, block=now, neurons=neurons)
+        latest: dict[int, str] = {}
+        for uid, value in self._db.execute(
+            "SELECT key, value FROM history WHERE kind = 'neuron' AND block <= ? ORDER BY id", (block,)
+        ):
+            latest[int(uid)] = str(value)
+        neurons = tuple(
+            Neuron(uid, n["hotkey"], n["coldkey"], int(n["stake"]), bool(n["validator_permit"]))
+            for uid, n in sorted((u, json.loads(v)) for u, v in latest.items())
+        )
+        return Metagraph(netuid=self.netuid, block=block, neurons=neurons)
 
-    def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters(**json.loads(self._meta("hyperparameters") or "{}"))
+    def hyperparameters(self, block: int | None = None) -> Hyperparameters:
+        value = self._meta("hyperparameters") if block is None else self._at("hyperparameters", block)
+        return Hyperparameters(**json.loads(value or "{}"))
 
-    def subnet_owner(self) -> str:
-        return self._meta("owner") or ""
+    def subnet_owner(self, block: int | None = None) -> str:
+        return (self._meta("owner") if block is None else self._at("owner", block)) or ""
+
+    def _at(self, kind: str, block: int) -> str | None:
+        row = self._db.execute(
+            "SELECT value FROM history WHERE kind = ? AND block <= ? ORDER BY id DESC LIMIT 1", (kind, block)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _record(self, kind: str, key: int, value: str, block: int | None = None) -> None:
+        self._db.execute(
+            "INSERT INTO history (block, kind, key, value) VALUES (?, ?, ?, ?)",
+            (self.current_block() if block is None else block, kind, key, value),
+        )
+
+    def _record_neuron(self, uid: int, block: int | None = None) -> None:
+        h, c, st, p = self._db.execute(
+            "SELECT hotkey, coldkey, stake, validator_permit FROM neurons WHERE uid = ?", (uid,)
+        ).fetchone()
+        value = {"hotkey": h, "coldkey": c, "stake": int(st), "validator_permit": bool(p)}
+        self._record("neuron", uid, json.dumps(value, sort_keys=True), block)
+
+    def _seed_history(self) -> None:
+        for (uid,) in self._db.execute("SELECT uid FROM neurons ORDER BY uid").fetchall():
+            self._record_neuron(int(uid), 0)
+        self._record("hyperparameters", 0, self._meta("hyperparameters") or "{}", 0)
+        self._record("owner", 0, self._meta("owner") or "", 0)
 
     # --- administration (the local chain's sudo; tests and the devnet use these) ---------------
 
@@ -224,12 +270,14 @@ class LocalChain:
         with self._tx():
             hp = Hyperparameters(**{**json.loads(self._meta("hyperparameters") or "{}"), **changes})
             self._set_meta("hyperparameters", json.dumps(asdict(hp), sort_keys=True))
+            self._record("hyperparameters", 0, json.dumps(asdict(hp), sort_keys=True))
         return hp
 
     def set_subnet_owner(self, hotkey_ss58: str) -> None:
         """Rotate the subnet owner's hotkey (on the real chain: the owner's coldkey sets it)."""
         with self._tx():
             self._set_meta("owner", hotkey_ss58)
+            self._record("owner", 0, hotkey_ss58)
 
     def set_neuron(self, uid: int, *, stake: int | None = None, validator_permit: bool | None = None) -> None:
         with self._tx():
@@ -239,6 +287,7 @@ class LocalChain:
                 self._db.execute(
                     "UPDATE neurons SET validator_permit = ? WHERE uid = ?", (int(validator_permit), uid)
                 )
+            self._record_neuron(uid)
 
     def register(
         self, hotkey: str, *, stake: int = 0, validator_permit: bool = False, coldkey: str = ""
@@ -250,6 +299,7 @@ class LocalChain:
                 "INSERT INTO neurons (uid, hotkey, coldkey, stake, validator_permit) VALUES (?, ?, ?, ?, ?)",
                 (int(n), hotkey, coldkey, stake, int(validator_permit)),
             )
+            self._record_neuron(int(n))
             return int(n)
 
     # --- weights -------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ class SubtensorChain:
     def current_block(self) -> int:
         return int(self._sub.block)
 
-    def metagraph(self) -> Metagraph:
-        mg = self._sub.subnets.metagraph(self.netuid, commitments=False)
+    def metagraph(self, block: int | None = None) -> Metagraph:
+        mg = self._sub.subnets.metagraph(self.netuid, block, commitments=False)
         if mg is None:
             raise ChainError(f"subnet {self.netuid} does not exist on {self.network}")
         neurons = tuple(
@@ -71,13 +71,13 @@ class SubtensorChain:
         )
         return Metagraph(netuid=self.netuid, block=int(mg.block), neurons=neurons)
 
-    def hyperparameters(self) -> Hyperparameters:
-        hp = self._sub.subnets.subnet_hyperparameters(self.netuid)
+    def hyperparameters(self, block: int | None = None) -> Hyperparameters:
+        hp = self._sub.subnets.subnet_hyperparameters(self.netuid, block=block)
         if hp is None:
             raise ChainError(f"subnet {self.netuid} does not exist on {self.network}")
         st = self._bt._generated.storage.SubtensorModule  # type: ignore[attr-defined]
-        mechanisms = int(self._sub.subnets.mechanism_count(self.netuid) or 0)
-        min_stake = self._sub.query(st.StakeThreshold, [])
+        mechanisms = int(self._sub.subnets.mechanism_count(self.netuid, block=block) or 0)
+        min_stake = self._sub.query(st.StakeThreshold, [], block=block)
 
         def get(name: str, default: int) -> int:
             value = hp.get(name)
@@ -95,9 +95,9 @@ class SubtensorChain:
             weights_min_stake=int(min_stake or 0),
         )
 
-    def subnet_owner(self) -> str:
+    def subnet_owner(self, block: int | None = None) -> str:
         st = self._bt._generated.storage.SubtensorModule  # type: ignore[attr-defined]
-        owner = self._sub.query(st.SubnetOwnerHotkey, [self.netuid])
+        owner = self._sub.query(st.SubnetOwnerHotkey, [self.netuid], block=block)
         if not owner:
             raise ChainError(f"subnet {self.netuid} has no owner hotkey on {self.network}")
         return str(owner)
