@@ -57,13 +57,14 @@ class Application(Intake):
         # the network's first consensus set; later ones come from decided blocks (validator_sets)
         self.genesis_vset = genesis.validator_set()
         self._vset_history: dict[int, ValidatorSet] = {}  # epoch -> set, for older certificates
-        # the genesis set, owner and mechanism count are in the state from height 0, so block 1's
-        # state root commits to them as well
+        # the genesis set, owner, mechanism count and validators_as_miners are in the state from
+        # height 0, so block 1's state root commits to them as well
         self.state = AppState(
             genesis.netuid,
             genesis.epoch_blocks,
             registry_genesis(genesis.netuid, genesis.owner, genesis.mechanism_count),
             validators=self.genesis_vset,
+            validators_as_miners=genesis.validators_as_miners,
         )
         # the chain view this node proposes (and accepts) for an epoch's snapshot; the node
         # refreshes it from the live chain (chain_duty), the record only seeds it

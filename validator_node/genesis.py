@@ -48,9 +48,13 @@ MAX_GENESIS_PROOF = MAX_GENESIS + 2 * 1024 * 1024 + 64 * 1024
 GENESIS_REQUEST = b"genesis"
 
 
-@wire_message("node.genesis", version=1, max_size=MAX_GENESIS)
+@wire_message("node.genesis", version=2, max_size=MAX_GENESIS)
 class GenesisRecord:
-    """The network's starting point. Its hash is sha256 of this canonical encoding."""
+    """The network's starting point. Its hash is sha256 of this canonical encoding.
+
+    Version 2 added `validators_as_miners` (issue 13); the codec knows one version per tag, so a
+    version 1 record (file, store, peer) is refused with a line saying so: such a network is
+    restarted from a new genesis and empty data directories."""
 
     netuid: U16
     epoch_blocks: U32  # decided blocks per epoch (a network constant)
@@ -59,6 +63,9 @@ class GenesisRecord:
     mechanism_count: U8  # the registry's mechanism count at height 0
     validators: Annotated[tuple[ValidatorRow, ...], Len(1, 4096)]  # epoch 0's set, sorted by hotkey
     chain_view: EpochInfo  # the metagraph and weight parameters at `chain_block` (epoch 0)
+    # whether hotkeys holding a validator permit in an epoch's snapshot earn weight for their
+    # miner scores (default: no; pipeline.state.unpaid_uids). Always encoded.
+    validators_as_miners: bool = False
 
     def validator_set(self) -> ValidatorSet:
         return ValidatorSet.of((v.hotkey, v.stake) for v in self.validators)
@@ -93,9 +100,12 @@ def parse_hash(text: str) -> bytes:
     return h
 
 
-def record_from_chain(chain: Chain, netuid: int, epoch_blocks: int) -> GenesisRecord:
+def record_from_chain(
+    chain: Chain, netuid: int, epoch_blocks: int, *, validators_as_miners: bool = False
+) -> GenesisRecord:
     """Read a new network's genesis from the chain, once: its validators (permit and stake),
-    owner, mechanism count and the chain view epoch 0 starts with."""
+    owner, mechanism count and the chain view epoch 0 starts with; `validators_as_miners` is the
+    creator's choice (not a chain fact)."""
     from wire.keys import public_key_of
 
     mg = chain.metagraph()
@@ -111,6 +121,7 @@ def record_from_chain(chain: Chain, netuid: int, epoch_blocks: int) -> GenesisRe
         mechanism_count=hp.mechanism_count,
         validators=tuple(ValidatorRow(v.hotkey, v.stake) for v in vset.validators),
         chain_view=epoch_info_from_chain(chain),
+        validators_as_miners=validators_as_miners,
     )
 
 
@@ -121,7 +132,13 @@ def load(path: Path) -> GenesisRecord:
     except OSError as exc:
         raise GenesisError(f"cannot read the genesis file {path}: {exc.strerror or exc}") from None
     except WireError as exc:
-        raise GenesisError(f"{path} is not a genesis record: {exc}") from None
+        raise GenesisError(f"{path} is not a genesis record: {exc}{_old_version_hint(exc)}") from None
+
+
+def _old_version_hint(exc: WireError) -> str:
+    if "node.genesis: unsupported version" in str(exc):
+        return " (made by an older version: create a new genesis and start from empty data directories)"
+    return ""
 
 
 def save(record: GenesisRecord, path: Path) -> bytes:
@@ -270,7 +287,12 @@ def resolve(
     assert isinstance(store, NodeStore)
     stored_bytes = store.genesis_record()
     if stored_bytes is not None:
-        stored = decode(stored_bytes, GenesisRecord)
+        try:
+            stored = decode(stored_bytes, GenesisRecord)
+        except WireError as exc:
+            raise GenesisError(
+                f"{store.path} holds a genesis record this version cannot read: {exc}{_old_version_hint(exc)}"
+            ) from None
         check_pin(stored, pin, f"in {store.path}")
         if given is not None and genesis_hash(given) != genesis_hash(stored):
             raise GenesisError(

@@ -119,7 +119,13 @@ class StateSync:
                 restore(decode(cp.snapshot, AppSnapshot)), base, base + 1, self.app.genesis_vset
             )
             assert named is not None  # the height after a state is in its epoch or the next
-            state = verify_checkpoint(cp, named, self.cfg.netuid, self.cfg.epoch_blocks)
+            state = verify_checkpoint(
+                cp,
+                named,
+                self.cfg.netuid,
+                self.cfg.epoch_blocks,
+                validators_as_miners=self.app.genesis.validators_as_miners,
+            )
             self.app.install(state, base, decode(cp.next_block.block, Block).parent)
         committed = self.store.check_integrity(base)
         self.metrics.set("blocks_replayed_at_start", committed - base)
@@ -185,7 +191,13 @@ class StateSync:
                     f" {self.app.genesis_hash.hex()[:16]}..."
                 )
             # a stranger's checkpoint, checked against the chain's validators of today
-            return cp, verify_stranger_checkpoint(cp, self.chain_vset, self.cfg.netuid, self.cfg.epoch_blocks)
+            return cp, verify_stranger_checkpoint(
+                cp,
+                self.chain_vset,
+                self.cfg.netuid,
+                self.cfg.epoch_blocks,
+                validators_as_miners=self.app.genesis.validators_as_miners,
+            )
 
         return await trio.to_thread.run_sync(check)
 

@@ -6,6 +6,24 @@ claim (and the share of a challenge nobody scored on) is burnt to the subnet own
 result is converted to u16 exactly as the chain does (max-upscale to 65535, round half to even
 like the SDK's `normalize`, zeros dropped). One row per mechanism.
 
+Validators are not paid as miners (issue 13): the UIDs holding a validator permit in the epoch's
+decided snapshot (`EpochInfo.neurons`) are `unpaid` unless the genesis record's
+`validators_as_miners` is set (`pipeline.state.unpaid_uids`), and `from_manifests` drops their
+scores before a challenge's share is split, so that share goes to the challenge's other miners,
+or is burnt when none remain. The owner's burn is not miner weight and is untouched: the owner's
+UID receives it whether or not it holds a permit. The rule sits here, in the weights every
+replica re-derives from the decided state, rather than at admission (refusing their submissions
+in `Draft.submission`), because
+  * it covers every way a UID is scored in one place: per-submission medians and the per-UID
+    output of an epoch-scored challenge's `aggregate`, which never passes through admission;
+  * admission stays a function of registration alone, so a proposer's pools, the door checks and
+    the miner tooling need no second notion of who may submit; a permit holder's submission is
+    admitted, evaluated and attested like any miner's (its score shows in the epoch's scores and
+    the audit report) and simply earns no weight.
+The price is the evaluation of those submissions (bounded like any registered miner's by the
+per-epoch rate limit) and that the submitter is not told at the door. Both options are equally
+deterministic: the snapshot is fixed for the epoch.
+
 Every honest validator must derive the identical vector from the identical decided block, so
 there are no floats and no dependence on input order: sums of exact integer terms, UIDs sorted,
 ties broken by UID. The vector is then made chain-valid for the subnet's hyperparameters
@@ -16,7 +34,7 @@ accept it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from registry.manifest import ChallengeManifest
@@ -58,12 +76,18 @@ class WeightLimits:
 
 
 def from_manifests(
-    active: Iterable[ChallengeManifest], scores: Mapping[str, Mapping[int, int]]
+    active: Iterable[ChallengeManifest],
+    scores: Mapping[str, Mapping[int, int]],
+    unpaid: Collection[int] = frozenset(),
 ) -> list[ChallengeScores]:
-    """Pair the epoch's active manifests (registry) with their decided per-miner scores."""
+    """Pair the epoch's active manifests (registry) with their decided per-miner scores, without
+    the scores of the `unpaid` UIDs (validators, who are not paid as miners: module docstring)."""
     return [
         ChallengeScores(
-            m.challenge_id, m.emission_share_ppb, m.mechanism_id, dict(scores.get(m.challenge_id, {}))
+            m.challenge_id,
+            m.emission_share_ppb,
+            m.mechanism_id,
+            {u: s for u, s in scores.get(m.challenge_id, {}).items() if u not in unpaid},
         )
         for m in active
     ]

@@ -240,6 +240,17 @@ def test_checkpoint_is_verified_by_the_next_blocks_certificate() -> None:
         verify_checkpoint(good, VSET, NETUID, B + 1)
     with pytest.raises(CheckpointInvalid, match="bad signature"):
         verify_checkpoint(good, VSET, NETUID + 1, B)
+    # the snapshot carries the genesis's validators_as_miners; a reader with another refuses it
+    assert verify_checkpoint(good, VSET, NETUID, B, validators_as_miners=False) == state
+    with pytest.raises(CheckpointInvalid, match="validators_as_miners = False"):
+        verify_checkpoint(good, VSET, NETUID, B, validators_as_miners=True)
+    with pytest.raises(CheckpointInvalid, match="state root"):
+        verify_checkpoint(
+            replace(good, snapshot=encode(snapshot(replace(state, validators_as_miners=True)))),
+            VSET,
+            NETUID,
+            B,
+        )
 
 
 def test_large_payloads_travel_by_reference() -> None:

@@ -44,6 +44,7 @@ from validator_node.pipeline.state import (
     epoch_scores,
     stake_weighted_median,
     state_for_weights,
+    unpaid_uids,
 )
 from validator_node.pipeline.validator_sets import validators_of
 from validator_node.weights import combine
@@ -149,6 +150,7 @@ class Replayer:
             chain_block=g.chain_block,
             owner=_ss58(g.owner),
             mechanism_count=g.mechanism_count,
+            validators_as_miners=g.validators_as_miners,
             validators=len(vset.validators),
             total_stake=vset.total_stake,
         )
@@ -294,11 +296,12 @@ class Replayer:
         info = state.epoch_info
         assert info is not None
         active = state.registry.active(epoch)
+        unpaid = unpaid_uids(state)  # permit holders: scored, but not paid as miners
         burn = {}
         for mechid in range(max(1, info.mechanism_count)):
             try:
                 burn[mechid] = combine(
-                    [c for c in _challenge_scores(active, scores) if c.mechanism_id == mechid],
+                    [c for c in _challenge_scores(active, scores, unpaid) if c.mechanism_id == mechid],
                     info.owner_uid,
                     len(info.neurons),
                     mechid,
@@ -319,6 +322,7 @@ class Replayer:
             },
             burnt=burn,
             owner_uid=info.owner_uid,
+            unpaid_uids=sorted(unpaid),
             derived_rows=rows,
             decided_rows=None
             if body.weights is None
@@ -516,7 +520,7 @@ class Replayer:
             self.report.checks.append(check)
 
 
-def _challenge_scores(active: Any, scores: dict[str, dict[int, int]]) -> list[Any]:
+def _challenge_scores(active: Any, scores: dict[str, dict[int, int]], unpaid: frozenset[int]) -> list[Any]:
     from validator_node.weights import from_manifests
 
-    return from_manifests(active, scores)
+    return from_manifests(active, scores, unpaid)

@@ -20,6 +20,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--subtensor.network", dest="network", default="local")
     p.add_argument("--chain.path", dest="chain_path", default=None, help="local chain database")
     p.add_argument("--out", required=True, help="where to write the record (refuses to overwrite)")
+    p.add_argument(
+        "--validators-as-miners",
+        action="store_true",
+        help="pay hotkeys holding a validator permit for their miner scores too (default: they earn"
+        " no miner weight); fixed for the network's life",
+    )
     p.set_defaults(func=cmd_create)
     p = sub.add_parser("show", help="print a record file's hash and fields")
     p.add_argument("file")
@@ -38,7 +44,9 @@ def cmd_create(args: argparse.Namespace) -> int:
     opts["netuid"] = args.netuid
     try:
         chain = open_chain(opts, Path("data"))
-        record = record_from_chain(chain, args.netuid, args.epoch_blocks)
+        record = record_from_chain(
+            chain, args.netuid, args.epoch_blocks, validators_as_miners=args.validators_as_miners
+        )
     except (GenesisError, OSError, RuntimeError) as exc:
         print(f"validator-node genesis: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +71,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "mechanism_count": r.mechanism_count,
         "validators": [[v.hotkey.hex(), v.stake] for v in r.validators],
         "neurons": len(r.chain_view.neurons),
+        "validators_as_miners": r.validators_as_miners,
     }
     print(json.dumps(doc, indent=2))
     return 0

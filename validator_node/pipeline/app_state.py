@@ -44,6 +44,9 @@ class AppState:
     # the consensus set of the current epoch, from the previous epoch's decided EpochInfo (None:
     # the genesis set still applies; pipeline.validator_sets)
     validators: ValidatorSet | None = None
+    # the genesis record's `validators_as_miners`: whether permit holders' miner scores earn
+    # weight (pipeline.state.unpaid_uids); a network constant, in the snapshot so the root commits to it
+    validators_as_miners: bool = False
 
     def epoch_of(self, height: int) -> int:
         return (height - 1) // self.epoch_blocks

@@ -62,10 +62,11 @@ class ValidatorRow:
     stake: U64
 
 
-@wire_message("app.snapshot", version=2, max_size=MAX_SNAPSHOT)
+@wire_message("app.snapshot", version=3, max_size=MAX_SNAPSHOT)
 class AppSnapshot:
     netuid: U16
     epoch_blocks: U32
+    validators_as_miners: bool  # the genesis record's: whether permit holders earn miner weight
     registry: RegistryState
     modules: tuple[bytes, ...]  # sorted by sha256
     epoch_info: EpochInfo | None
@@ -82,6 +83,7 @@ def snapshot(state: AppState) -> AppSnapshot:
     return AppSnapshot(
         netuid=state.netuid,
         epoch_blocks=state.epoch_blocks,
+        validators_as_miners=state.validators_as_miners,
         registry=state.registry,
         modules=tuple(state.modules[h] for h in sorted(state.modules)),
         epoch_info=state.epoch_info,
@@ -120,6 +122,7 @@ def restore(snap: AppSnapshot) -> AppState:
     return AppState(
         netuid=snap.netuid,
         epoch_blocks=snap.epoch_blocks,
+        validators_as_miners=snap.validators_as_miners,
         registry=snap.registry,
         modules={hashlib.sha256(m).digest(): m for m in snap.modules},
         epoch_info=snap.epoch_info,
@@ -156,15 +159,28 @@ class CheckpointInvalid(ValueError):
     """A served checkpoint does not prove what it claims (one line, for the log)."""
 
 
-def verify_checkpoint(cp: Checkpoint, vset: ValidatorSet, netuid: int, epoch_blocks: int) -> AppState:
+def verify_checkpoint(
+    cp: Checkpoint,
+    vset: ValidatorSet,
+    netuid: int,
+    epoch_blocks: int,
+    *,
+    validators_as_miners: bool | None = None,
+) -> AppState:
     """The state a checkpoint proves, or CheckpointInvalid, for a reader that knows the set
-    certifying the block after it (`vset`): its own records."""
+    certifying the block after it (`vset`): its own records. `validators_as_miners`, when given,
+    is the reader's genesis value, which the snapshot must carry too."""
     _check_certificate(cp, vset, netuid)  # before the (possibly large) snapshot is restored
-    return _open_checkpoint(cp, netuid, epoch_blocks)
+    return _open_checkpoint(cp, netuid, epoch_blocks, validators_as_miners)
 
 
 def verify_stranger_checkpoint(
-    cp: Checkpoint, trust: ValidatorSet, netuid: int, epoch_blocks: int
+    cp: Checkpoint,
+    trust: ValidatorSet,
+    netuid: int,
+    epoch_blocks: int,
+    *,
+    validators_as_miners: bool | None = None,
 ) -> AppState:
     """The state a checkpoint from a peer or the DHT proves, for a node that knows only the
     chain's validators of today (`trust`), or CheckpointInvalid.
@@ -185,7 +201,7 @@ def verify_stranger_checkpoint(
             f"its signers hold {vouching} of the chain's {trust.total_stake} validator stake"
             " (more than a third is needed)"
         )
-    state = _open_checkpoint(cp, netuid, epoch_blocks)
+    state = _open_checkpoint(cp, netuid, epoch_blocks, validators_as_miners)
     named = consensus_set(state, cp.height, cp.height + 1, trust)
     assert named is not None  # the height after a state is in its epoch or the next
     _check_certificate(cp, named, netuid)
@@ -202,7 +218,9 @@ def _check_certificate(cp: Checkpoint, vset: ValidatorSet, netuid: int) -> None:
         raise CheckpointInvalid(f"certificate of block {cp.height + 1}: {exc}") from None
 
 
-def _open_checkpoint(cp: Checkpoint, netuid: int, epoch_blocks: int) -> AppState:
+def _open_checkpoint(
+    cp: Checkpoint, netuid: int, epoch_blocks: int, validators_as_miners: bool | None = None
+) -> AppState:
     """Decode a checkpoint and check that the block after it commits to its snapshot (no
     signature checked yet)."""
     from validator_node.block import Block
@@ -219,6 +237,11 @@ def _open_checkpoint(cp: Checkpoint, netuid: int, epoch_blocks: int) -> AppState
         raise CheckpointInvalid("snapshot does not match the state root the certified block commits to")
     if snap.netuid != netuid or snap.epoch_blocks != epoch_blocks:
         raise CheckpointInvalid("snapshot is for another subnet or epoch length")
+    if validators_as_miners is not None and snap.validators_as_miners != validators_as_miners:
+        raise CheckpointInvalid(
+            f"snapshot has validators_as_miners = {snap.validators_as_miners}, this network's genesis"
+            f" {validators_as_miners}"
+        )
     try:
         return restore(snap)
     except ValueError as exc:  # e.g. a validator row with no stake

@@ -4,7 +4,9 @@ An epoch is `epoch_blocks` consecutive heights. Its first block carries the meta
 (`EpochInfo`) the epoch is scored against; its middle blocks admit miner submissions and the
 validators' signed evaluation attestations; its last block carries only the epoch's weight matrix,
 which every validator re-derives from the state before preparing the block. So the weights each
-validator submits to the chain are decided, not computed locally.
+validator submits to the chain are decided, not computed locally. Validators are not paid as
+miners: a permit holder's submissions are admitted and scored like any miner's, and the weights
+drop its scores (`unpaid_uids`; why there and not at admission: `validator_node.weights`).
 
 Every rule here is applied identically by the proposer (to choose what goes in a block), by every
 replica (to validate a proposal before preparing it) and by every node applying a decided block.
@@ -142,6 +144,16 @@ def _epoch_scored_challenges(state: AppState, aggregate: Aggregator | None) -> s
     return out
 
 
+def unpaid_uids(state: AppState) -> frozenset[int]:
+    """The UIDs whose miner scores earn no weight this epoch: those holding a validator permit in
+    the epoch's decided snapshot, unless the network's genesis lets validators be paid as miners
+    (`validators_as_miners`). The owner's burn is not affected (`weights.combine`)."""
+    info = state.epoch_info
+    if info is None or state.validators_as_miners:
+        return frozenset()
+    return frozenset(n.uid for n in info.neurons if n.validator_permit)
+
+
 def derive_weights(
     state: AppState, vset: ValidatorSet, epoch: int, aggregate: Aggregator | None = None
 ) -> EpochWeights:
@@ -151,7 +163,8 @@ def derive_weights(
     registry: a challenge on a mechanism the subnet no longer has is dropped (its share burns
     with the rest), and when no vector over the subnet's UIDs can satisfy the chain (e.g. a
     `max_weight_limit` that needs more UIDs than there are) every row is empty, which each
-    validator submits as a self-weight. The reason is recorded in the block (`fallback`)."""
+    validator submits as a self-weight. The reason is recorded in the block (`fallback`).
+    Permit holders' scores are dropped before the shares are split (`unpaid_uids`)."""
     info = state.epoch_info
     if info is None:  # every epoch's first block carries one, so no decided state lacks it
         raise BlockRejected("no_epoch_info", f"epoch {epoch} has no metagraph snapshot")
@@ -165,7 +178,10 @@ def derive_weights(
         notes.append(f"dropped challenges on mechanisms the subnet does not have ({mechanisms}): {dropped}")
     try:
         rows = weight_rows(
-            from_manifests(mapped, epoch_scores(state, vset, aggregate)), info.owner_uid, limits, mechanisms
+            from_manifests(mapped, epoch_scores(state, vset, aggregate), unpaid_uids(state)),
+            info.owner_uid,
+            limits,
+            mechanisms,
         )
         weights = EpochWeights(
             epoch,
