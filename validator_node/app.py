@@ -69,6 +69,13 @@ class Application(Intake):
         # the chain view this node proposes (and accepts) for an epoch's snapshot; the node
         # refreshes it from the live chain (chain_duty), the record only seeds it
         self.chain_view = genesis.chain_view
+        # the chain's view at recent chain blocks (chain_duty prefetches each as it passes): what
+        # an epoch's first block must carry is the view at `snapshot_block(its chain_block)`.
+        # `pin_views` is set by a node that reads the chain; an Application without a chain
+        # reader (tests, `audit replay`) uses `chain_view` instead
+        self.chain_views: dict[int, EpochInfo] = {}
+        self.pin_views = False
+        self.wanted_view: int | None = None  # a snapshot block validation asked for and lacked
         self.root = state_root(self.state)
         self.tip_height = 0
         self.tip_hash = bytes(32)
