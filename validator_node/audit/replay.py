@@ -19,12 +19,9 @@ compiled-module cache lives in `work_dir`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
-
-import trio
 
 from consensus.certificates import CertificateError, verify_certificate
 from consensus.messages import DecisionPacket
@@ -32,6 +29,7 @@ from consensus.validators import ValidatorSet
 from validator_node.app import Application
 from validator_node.audit.chain_records import ChainRecord, match_records
 from validator_node.audit.report import Report
+from validator_node.audit.rerun import Rerunner
 from validator_node.audit.sources import Source, SourceError
 from validator_node.block import Block
 from validator_node.genesis import GenesisRecord
@@ -84,8 +82,7 @@ class Replayer:
         self.report = Report(epoch, source.label)
         self.app: Application | None = None
         self._set_from: dict[int, str] = {}
-        self._sandbox: Any = None
-        self._loaded: dict[bytes, Any] = {}
+        self._rerunner: Rerunner | None = None
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -373,53 +370,9 @@ class Replayer:
         )
 
     async def _rerun(self, state: Any, sub: Any) -> tuple[int | None, str]:
-        """The score this machine's sandbox gives the submission (-1 for a failed evaluation,
-        as a validator attests it), or None and why it could not run."""
-        from runtime import errors
-        from runtime.policy import Policy
-        from runtime.sandbox import Sandbox
-
-        entry = state.registry.get(sub.challenge_id)
-        wasm = None if entry is None else state.modules.get(entry.manifest.wasm_sha256)
-        if entry is None or wasm is None:
-            return None, "the challenge's module is not in the state"
-        payload = sub.payload
-        if sub.payload_ref is not None:
-            ref = sub.payload_ref
-            try:
-                payload = await self.source.content(ref.sha256, size=ref.size, key=ref.dht_key)
-            except SourceError as exc:
-                return None, f"payload: {exc}"
-            if payload is None:
-                return None, f"payload {ref.sha256.hex()[:16]}... is not served by {self.source.label}"
-            if _sha(payload) != ref.sha256 or len(payload) != ref.size:
-                return (
-                    None,
-                    f"payload {ref.sha256.hex()[:16]}...: the bytes served do not match the reference",
-                )
-        manifest = entry.manifest
-        policy = Policy.from_dict(manifest.policy.to_dict())
-        if self._sandbox is None:
-            self._sandbox = Sandbox(self.work_dir)
-        key = manifest.wasm_sha256 + _sha(repr(sorted(manifest.policy.to_dict().items())).encode())
-        if key not in self._loaded:
-            self._loaded[key] = await trio.to_thread.run_sync(self._sandbox.load, wasm, policy)
-        loaded = self._loaded[key]
-
-        def run(p: Any) -> Any:
-            return self._sandbox.evaluate(
-                loaded, manifest.task, payload, policy=p, seed=sub.seed, block_height=sub.height
-            )
-
-        result = await trio.to_thread.run_sync(run, policy)
-        if result.error_kind == errors.TIMEOUT:  # a local wall clock, as the node retries it
-            result = await trio.to_thread.run_sync(
-                run, dataclasses.replace(policy, wall_clock_ms=4 * policy.wall_clock_ms)
-            )
-        if result.error_kind in (errors.TIMEOUT, errors.INTERNAL):
-            return None, f"could not evaluate here: {result.error_kind}"
-        ok = result.ok and result.score is not None
-        return (result.score if ok else -1), ("" if ok else f"the module fails: {result.error_kind}")
+        if self._rerunner is None:
+            self._rerunner = Rerunner(self.work_dir, self.source)
+        return await self._rerunner.score(state, sub)
 
     def _aggregate_run(self, state: Any, vset: ValidatorSet, challenge_id: str) -> None:
         votes = state.evidence_votes[challenge_id]
