@@ -33,6 +33,16 @@ class AttestationRefused(ValueError):
         self.reason = reason
 
 
+class DuplicateHotkey(AttestationRefused):
+    """A second node speaks for one hotkey (issue 13: one signer per hotkey): a peer attesting our
+    own hotkey (`self`), or a second peer id attesting a validator we hold a live link with
+    (`peer`). The host logs and counts these itself (`duplicate_hotkey_total{kind}`)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__("self" if kind == "self" else "duplicate_hotkey", detail)
+        self.kind = kind
+
+
 def attest(
     hotkey: Hotkey, netuid: int, peer_id: bytes, addrs: tuple[str, ...], expires_block: int
 ) -> SignedEnvelope:

@@ -42,6 +42,10 @@ class FrameReader:
         self._max = max_frame
         self._buf = bytearray()
 
+    @property
+    def stream(self) -> ReadableStream:
+        return self._stream
+
     async def _fill(self, n: int) -> bool:
         while len(self._buf) < n:
             chunk = await self._stream.read(max(n - len(self._buf), 65536))

@@ -3,8 +3,9 @@
 Consensus does not ride on gossip: every pair of validators keeps one direct stream of protocol
 `/bt-platform/consensus/1.0.0` (TCP + Noise + yamux), so miner traffic on gossip topics can never
 starve or rate-limit votes. A stream starts with a handshake in which each side sends a
-hotkey-signed `PeerAttestation` and checks the other's against the metagraph; after that it carries
-length-prefixed consensus packets both ways.
+hotkey-signed `PeerAttestation` and checks the other's against the metagraph, and that no other
+node speaks for the same hotkey (one signer per hotkey: `_refuse_second_signer`); after that it
+carries length-prefixed consensus packets both ways.
 
 Per-link outbound queues are bounded in frames and in bytes; a full queue drops the packet and
 counts it (PBFT recovers from loss with view changes and decision transfer, whereas an unbounded
@@ -32,7 +33,7 @@ import multiaddr
 import trio
 
 from validator_node.metrics import Metrics
-from validator_node.p2p.attestation import AttestationRefused, attest, check_attestation
+from validator_node.p2p.attestation import AttestationRefused, DuplicateHotkey, attest, check_attestation
 from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits, PeerBudgets, RateLimitedLog
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
 from validator_node.p2p.submit_server import SubmitServer
@@ -40,7 +41,7 @@ from validator_node.p2p.swarm_fixes import gate_inbound_streams, release_inbound
 from wire.codec import decode, encode
 from wire.envelope import SignedEnvelope
 from wire.errors import WireError
-from wire.keys import Hotkey
+from wire.keys import Hotkey, ss58_of
 
 if TYPE_CHECKING:
     from validator_node.p2p.gossip import AppGossip
@@ -347,7 +348,8 @@ class ConsensusTransport:
                 backoff = 0.5
                 await self._run_link(stream, reader, hotkey, info.peer_id.to_string())
             except (AttestationRefused, FrameError, WireError) as exc:
-                log.warning("peer %s refused: %s", addr, exc)
+                if not isinstance(exc, DuplicateHotkey):  # logged where it was found, rate-limited
+                    log.warning("peer %s refused: %s", addr, exc)
                 self.metrics.inc("p2p_peers_refused_total", reason=getattr(exc, "reason", "bad_frame"))
             except trio.Cancelled:
                 raise
@@ -366,7 +368,8 @@ class ConsensusTransport:
                 await write_frame(stream, self._my_attestation())  # type: ignore[arg-type]
             await self._run_link(stream, reader, hotkey, remote.to_string())
         except (AttestationRefused, FrameError, WireError) as exc:
-            log.warning("inbound peer %s refused: %s", remote.to_string()[:16], exc)
+            if not isinstance(exc, DuplicateHotkey):  # logged where it was found, rate-limited
+                log.warning("inbound peer %s refused: %s", remote.to_string()[:16], exc)
             self.metrics.inc("p2p_peers_refused_total", reason=getattr(exc, "reason", "bad_frame"))
             await _reset(stream)
         except Exception as exc:
@@ -445,18 +448,55 @@ class ConsensusTransport:
         if data is None:
             raise FrameError("stream closed during the handshake")
         env = decode(data, SignedEnvelope)
-        check_attestation(
-            env,
-            netuid=self.netuid,
-            remote_peer_id=remote_peer_id,
-            current_block=self.current_block(),
-            permitted=self.permitted(),
-        )
-        if env.signer == self.hotkey.public_key:
-            raise AttestationRefused("self", "peer attests our own hotkey")
+        try:
+            check_attestation(
+                env,
+                netuid=self.netuid,
+                remote_peer_id=remote_peer_id,
+                current_block=self.current_block(),
+                permitted=self.permitted(),
+            )
+            self._refuse_second_signer(env.signer, _peer_id_string(remote_peer_id))
+        except AttestationRefused:
+            # on the dialling side too: the peer has linked by now, and would keep a link that
+            # nobody reads if the stream stayed open
+            await _reset(reader.stream)
+            raise
         return env.signer
 
+    def _refuse_second_signer(self, hotkey: bytes, peer_id: str) -> None:
+        """One signer per hotkey (issue 13). Refuse a peer attesting our own hotkey (another node
+        runs our key), and a peer id attesting a validator we hold a live link with under another
+        peer id (two nodes run that key): the first link stays. A node keeps its peer id in its
+        data directory (peer_key.ed25519), so a restart, or a failover that moved the directory,
+        comes back under the same peer id and is accepted; a new peer id is accepted once the old
+        link has closed. Counted in duplicate_hotkey_total{kind="self"|"peer"}, logged at ERROR
+        once per hotkey and kind per 10 s (a redialling duplicate does not flood the log)."""
+        if hotkey == self.hotkey.public_key:
+            kind, detail = "self", f"peer {peer_id} attests this node's own hotkey {self.hotkey.ss58}"
+        else:
+            link = self.book.links.get(hotkey)
+            if link is None or link.peer_id == peer_id:
+                return
+            kind = "peer"
+            detail = f"peer {peer_id} attests validator {ss58_of(hotkey)}, linked as peer {link.peer_id}"
+        self.metrics.inc("duplicate_hotkey_total", kind=kind)
+        n = self._budget_log.due(("duplicate_hotkey", kind, hotkey))
+        if n:
+            log.error(
+                "duplicate hotkey: %s: two nodes are running one hotkey and may double-sign; refused the"
+                " second link (%d refused since this was last logged)",
+                detail,
+                n,
+            )
+        raise DuplicateHotkey(kind, detail)
+
     async def _run_link(self, stream: object, reader: FrameReader, hotkey: bytes, peer_id: str) -> None:
+        try:  # again, with no await until the link is in the book: another may have come meanwhile
+            self._refuse_second_signer(hotkey, peer_id)
+        except DuplicateHotkey:
+            await _reset(stream)
+            raise
         send, recv = trio.open_memory_channel[bytes](OUTBOUND_QUEUE)
         self._serial += 1
         link = Link(hotkey, peer_id, send, self._serial)
@@ -520,6 +560,12 @@ class ConsensusTransport:
 
 class CheckpointRefused(Exception):
     """The peer refused our checkpoint request (busy or rate limited): ask another."""
+
+
+def _peer_id_string(peer_id: bytes) -> str:
+    from libp2p.peer.id import ID
+
+    return ID(peer_id).to_string()
 
 
 async def _reset(stream: object) -> None:
