@@ -451,7 +451,15 @@ class NodeApi:
         app = wrap_app(self.asgi_app(), config.wsgi_max_body_size, "asgi")
         context = WorkerContext(None)
         limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            from validator_node.startup import StartupError
+
+            why = exc.strerror or str(exc)
+            raise StartupError(
+                f"cannot listen for the HTTP API on {host}:{port} (--api.host/--api.port): {why}"
+            ) from None
         bound = listeners[0].socket.getsockname()[1]
         log.info("HTTP API and dashboard on http://%s:%d/", host, bound)
         task_status.started(bound)

@@ -487,14 +487,12 @@ class ValidatorNode(StateSync, EvidenceDuty, PayloadDuty, ChainDuty, Discovery):
 
     async def _stop_on_signal(self) -> None:
         """SIGTERM (systemd, Docker) and SIGINT (Ctrl-C, pm2) stop the node the same clean way:
-        weights being submitted may reach the chain first. A second Ctrl-C interrupts at once. A
-        SIGINT the process was started ignoring (a background job of a shell) stays ignored."""
+        weights being submitted may reach the chain first. A second Ctrl-C interrupts at once.
+        SIGINT too when the process was started ignoring it (a background job of a shell script):
+        an operator's `kill -INT` must not be lost (cli/run.py `take_sigint`)."""
         import signal
 
-        wanted = [signal.SIGTERM]
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            wanted.append(signal.SIGINT)
-        with trio.open_signal_receiver(*wanted) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("%s: stopping", signal.Signals(signum).name)
                 self._done.set()

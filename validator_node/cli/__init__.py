@@ -27,8 +27,18 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
 ]
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("platform-validator")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="validator-node", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in COMMAND_GROUPS:
         p = sub.add_parser(name, help=help_text)
@@ -43,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"validator-node {package_version()}")
+        return 0
     names = {name: module for name, module, _ in COMMAND_GROUPS}
     if argv[0] not in names:
         parser.print_usage(sys.stderr)
@@ -55,4 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         group.print_help()
         return 2
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling of it: no traceback
+        print(f"validator-node {argv[0]}: interrupted", file=sys.stderr)
+        return 130

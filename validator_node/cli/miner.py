@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wire.keys import Hotkey
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +30,25 @@ def submit_command(args: argparse.Namespace) -> int:
     import trio
 
     from validator_node.p2p.host import submit_items
+    from wire.keys import Hotkey
 
-    payload = Path(args.file).read_bytes()
     try:
-        item = submission_item(payload, args.challenge, args.epoch, args.nonce, args)
+        payload = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(
+            f"miner submit: cannot read the payload file {args.file}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 2
+    try:
+        hotkey = Hotkey.from_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
+    except Exception as exc:  # a missing or unreadable key file: bittensor's message names it
+        print(
+            f"miner submit: cannot load hotkey {args.wallet_name}/{args.wallet_hotkey}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        item = submission_item(payload, args.challenge, args.epoch, args.nonce, args.netuid, hotkey)
     except ValueError as exc:
         print(f"miner submit: {exc}", file=sys.stderr)
         return 2
@@ -45,7 +64,7 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def submission_item(
-    payload: bytes, challenge: str, epoch: int, nonce: int, args: argparse.Namespace
+    payload: bytes, challenge: str, epoch: int, nonce: int, netuid: int, hotkey: Hotkey
 ) -> bytes:
     """The encoded item for the submit protocol: the signed submission, inline up to 256 KiB;
     above that, signed with a `payload_ref` and sent together with the bytes."""
@@ -60,15 +79,13 @@ def submission_item(
     )
     from wire.codec import encode
     from wire.envelope import seal
-    from wire.keys import Hotkey
 
     if len(payload) > MAX_REF_PAYLOAD:
         raise ValueError(f"payload is {len(payload)} bytes; the cap is {MAX_REF_PAYLOAD}")
-    hotkey = Hotkey.from_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
     if len(payload) <= MAX_INLINE_PAYLOAD:
-        return encode(seal(Submission(challenge, epoch, nonce, payload), hotkey, args.netuid))
+        return encode(seal(Submission(challenge, epoch, nonce, payload), hotkey, netuid))
     from validator_node.payloads import dht_key_of
 
     ref = PayloadRef(hashlib.sha256(payload).digest(), len(payload), dht_key_of(payload))
-    env = seal(Submission(challenge, epoch, nonce, b"", ref), hotkey, args.netuid)
+    env = seal(Submission(challenge, epoch, nonce, b"", ref), hotkey, netuid)
     return encode(LargeSubmission(env, payload))

@@ -1,10 +1,16 @@
 """`validator-node run`: one validator node, configured the way Bittensor validators are.
 
-Flags follow Bittensor's conventions (`--netuid`, `--subtensor.network`, `--wallet.name`, ...).
-Every flag can also come from a TOML config file (`--config`, keys as in the flag without the
-leading dashes, e.g. `"wallet.name" = "val0"`) or an environment variable
+Flags follow Bittensor's conventions (`--netuid`, `--subtensor.network`,
+`--subtensor.chain_endpoint`, `--wallet.name`, ...). Every flag can also come from a TOML config
+file (`--config`, keys as in the flag without the leading dashes, e.g. `"wallet.name" = "val0"`,
+or as TOML tables: `[wallet]` `name = "val0"`) or an environment variable
 (`VALIDATOR_NODE_WALLET_NAME`); the command line wins over the environment, which wins over the
-file.
+file. A key or a `VALIDATOR_NODE_*` variable that is no option is an error naming it (a typo would
+otherwise silently leave the default in force).
+
+There is no default chain: `run` refuses to start without `--subtensor.network` or
+`--subtensor.chain_endpoint` (docs/operator.md, "Which chain"). The node's folder is locked for
+the life of the process (validator_node/startup.py), before any store, chain or socket is opened.
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ from typing import Any
 # (flag, type, default, help)
 OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("netuid", int, None, "subnet id"),
-    ("subtensor.network", str, "local", "local (embedded chain), finney, test or a ws:// endpoint"),
+    (
+        "subtensor.network",
+        str,
+        None,
+        "finney, test, a ws(s):// endpoint, or local (the embedded chain of a devnet); required unless"
+        " --subtensor.chain_endpoint is given",
+    ),
+    (
+        "subtensor.chain_endpoint",
+        str,
+        None,
+        "a subtensor node's ws:// or wss:// endpoint, as in bittensor (wins over --subtensor.network)",
+    ),
     ("chain.path", str, None, "local chain database (default: <data-dir>/local-chain.sqlite)"),
     ("chain.genesis", str, None, "genesis file to create the local chain from, if it does not exist"),
     ("wallet.name", str, "default", "wallet (coldkey) name"),
@@ -100,20 +118,84 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_command)
 
 
-def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge defaults < config file < environment < command line."""
-    file_values: dict[str, Any] = {}
-    if args.config:
-        file_values = tomllib.loads(Path(args.config).read_text())
+#: VALIDATOR_NODE_* variables that are not `run` options: the pm2 process file's own settings
+#: (deploy/ecosystem.config.js), which pm2 passes on to the node, and the allocation tracer's
+#: (validator_node/memdebug.py)
+OTHER_ENV = ("VALIDATOR_NODE_ENV_FILE", "VALIDATOR_NODE_BIN", "VALIDATOR_NODE_CWD", "VALIDATOR_NODE_PM2_NAME")
+OTHER_ENV_PREFIX = "VALIDATOR_NODE_MEMTRACE"
+COMMAND_LINE_ONLY = ("config", "logging.debug", "logging.json")
+
+
+class OptionError(ValueError):
+    """A bad option, config-file key or environment variable: one line naming it."""
+
+
+def resolve_options(args: argparse.Namespace, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Merge defaults < config file < environment < command line. Raises OptionError for a
+    config-file key or VALIDATOR_NODE_* variable that is no option, or a value of the wrong type."""
+    env = os.environ if environ is None else environ
+    file_values = _read_config(Path(args.config)) if args.config else {}
+    flags = {flag for flag, *_ in OPTIONS}
+    unknown = sorted(set(file_values) - flags)
+    if unknown:
+        only = [k for k in unknown if k in COMMAND_LINE_ONLY]
+        why = f" ({', '.join(only)}: command line only)" if only else ""
+        raise OptionError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in the config"
+            f" file {args.config}{why}; the keys are the flags of `validator-node run --help` without '--'"
+        )
+    known_env = {_env_name(flag) for flag in flags}
+    stray = sorted(
+        name
+        for name in env
+        if name.startswith("VALIDATOR_NODE_")
+        and name not in known_env
+        and name not in OTHER_ENV
+        and not name.startswith(OTHER_ENV_PREFIX)
+    )
+    if stray:
+        raise OptionError(
+            f"unknown environment variable{'s' if len(stray) > 1 else ''} {', '.join(stray)}: no such"
+            " option (each flag's variable is listed in `validator-node run --help`)"
+        )
     values: dict[str, Any] = {}
     for flag, typ, default, _ in OPTIONS:
         v = getattr(args, _dest(flag))
-        if v is None and _env_name(flag) in os.environ:
-            v = typ(os.environ[_env_name(flag)])
+        if v is None and _env_name(flag) in env:
+            v = _convert(typ, env[_env_name(flag)], f"environment variable {_env_name(flag)}")
         if v is None and flag in file_values:
-            v = typ(file_values[flag])
+            v = _convert(typ, file_values[flag], f"key {flag!r} in {args.config}")
         values[flag] = default if v is None else v
     return values
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The config file's keys, TOML tables flattened: `[wallet]` `name = ...` and the unquoted
+    dotted key `wallet.name = ...` (which TOML reads as a table) both give "wallet.name"."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise OptionError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise OptionError(f"the config file {path} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+
+    def walk(table: dict[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[prefix + key] = value
+
+    walk(doc, "")
+    return out
+
+
+def _convert(typ: Any, value: Any, where: str) -> Any:
+    try:
+        return typ(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{where}: {value!r} is not {'an' if typ is int else 'a'} {typ.__name__}") from None
 
 
 def setup_logging(debug: bool, as_json: bool) -> None:
@@ -122,23 +204,82 @@ def setup_logging(debug: bool, as_json: bool) -> None:
     configure(debug=debug, as_json=as_json)
 
 
-def open_chain(opts: dict[str, Any], data_dir: Path) -> Any:
-    network = opts["subtensor.network"]
-    if network == "local":
-        from validator_node.chain.local import Genesis, LocalChain
+class ChainOpenError(RuntimeError):
+    """The chain cannot be opened: one line naming the file or endpoint and why."""
 
-        path = Path(opts["chain.path"] or data_dir / "local-chain.sqlite")
-        genesis = Genesis.load(opts["chain.genesis"]) if opts["chain.genesis"] else None
-        for attempt in range(20):  # processes sharing one chain file may briefly hold its lock
-            try:
-                return LocalChain(path, genesis)
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 19:
-                    raise
-                time.sleep(0.25)
+
+def open_chain(opts: dict[str, Any], data_dir: Path) -> Any:
+    """The chain `--subtensor.chain_endpoint` or `--subtensor.network` names: a subtensor node
+    through bittensor (the endpoint wins over the network, as in bittensor), or `local`, the
+    embedded chain in a file. Raises ChainOpenError naming the endpoint or file and the reason."""
+    network = opts.get("subtensor.network")
+    endpoint = opts.get("subtensor.chain_endpoint")
+    if endpoint:
+        if not endpoint.startswith(("ws://", "wss://")):
+            raise ChainOpenError(f"--subtensor.chain_endpoint {endpoint!r} is not a ws:// or wss:// URL")
+        if network == "local":
+            raise ChainOpenError(
+                "--subtensor.network local is the embedded chain and --subtensor.chain_endpoint a subtensor"
+                " node: give one of them"
+            )
+    elif network == "local":
+        return _open_local_chain(opts, data_dir)
+    elif not network:
+        raise ChainOpenError("no chain given: --subtensor.network or --subtensor.chain_endpoint")
     from validator_node.chain.subtensor import SubtensorChain
 
-    return SubtensorChain(opts["netuid"], network)
+    target = endpoint or network
+    try:
+        chain = SubtensorChain(opts["netuid"], target)
+        chain.current_block()  # the SDK connects lazily: fail here, naming the endpoint
+    except Exception as exc:
+        raise ChainOpenError(f"{target}: {exc}") from exc
+    return chain
+
+
+def _open_local_chain(opts: dict[str, Any], data_dir: Path) -> Any:
+    from validator_node.chain.local import Genesis, LocalChain
+
+    path = Path(opts["chain.path"] or data_dir / "local-chain.sqlite").expanduser()
+    problem = _unopenable(path)
+    if problem:
+        raise ChainOpenError(f"the local chain {path}: {problem}")
+    genesis = None
+    if opts["chain.genesis"]:
+        try:
+            genesis = Genesis.load(opts["chain.genesis"])
+        except OSError as exc:
+            raise ChainOpenError(
+                f"the chain genesis {opts['chain.genesis']}: {exc.strerror or exc}"
+            ) from None
+    for attempt in range(20):  # processes sharing one chain file may briefly hold its lock
+        try:
+            return LocalChain(path, genesis)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 19:
+                raise ChainOpenError(f"the local chain {path}: {exc}") from exc
+            time.sleep(0.25)
+        except sqlite3.DatabaseError as exc:  # not a database, corrupt, ...
+            raise ChainOpenError(f"the local chain {path}: {exc}") from exc
+
+
+def _unopenable(path: Path) -> str:
+    """Why SQLite could not open or create `path` ("unable to open database file" says neither
+    which nor why), or "" if it looks openable."""
+    if path.is_dir():
+        return "is a directory"
+    if path.exists():
+        return (
+            ""
+            if os.access(path, os.R_OK | os.W_OK)
+            else "permission denied (it must be readable and writable)"
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        return f"the directory {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"permission denied: cannot create a file in {parent}"
+    return ""
 
 
 #: Allocations this large or larger get their own mapping, returned to the kernel when freed.
@@ -173,11 +314,23 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = MMAP_THRESHOLD) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     tune_malloc()
-    opts = resolve_options(args)
+    take_sigint()
+    try:
+        opts = resolve_options(args)
+    except OptionError as exc:
+        print(f"validator-node run: {exc}", file=sys.stderr)
+        return 2
     setup_logging(args.logging_debug, args.logging_json)
     log = logging.getLogger("validator_node")
     if opts["netuid"] is None:
         print("validator-node run: --netuid is required", file=sys.stderr)
+        return 2
+    if not opts["subtensor.network"] and not opts["subtensor.chain_endpoint"]:
+        print(
+            "validator-node run: say which chain: --subtensor.network finney|test|local or"
+            " --subtensor.chain_endpoint ws://... (there is no default: docs/operator.md, 'Which chain')",
+            file=sys.stderr,
+        )
         return 2
     import trio
 
@@ -195,6 +348,13 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     data_root = Path(opts["data-dir"]).expanduser()
     node_dir = data_root / str(opts["netuid"]) / hotkey.ss58
+    from validator_node.startup import StartupError, lock_data_dir
+
+    try:  # before anything opens a store, the chain or a socket; held until the process ends
+        lock_data_dir(node_dir)
+    except StartupError as exc:
+        print(f"validator-node run: {exc}", file=sys.stderr)
+        return 2
     try:
         chain = open_chain(opts, data_root)
     except Exception as exc:
@@ -246,6 +406,10 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("interrupted; stopping")
     except BaseExceptionGroup as eg:
+        startup = [e for e in _leaves(eg) if isinstance(e, StartupError)]
+        if startup:  # a port in use: one line, no traceback
+            print(f"validator-node run: {startup[0]}", file=sys.stderr)
+            return 2
         # py-libp2p may raise "Nursery is closed to new arrivals" while tearing down under traffic
         # Ctrl-C arrives wrapped in the nursery's group
         benign = (KeyboardInterrupt,)
@@ -260,6 +424,18 @@ def run_command(args: argparse.Namespace) -> int:
         node.payloads.close()
         node.store.close()
     return 0
+
+
+def take_sigint() -> None:
+    """Stop on SIGINT even when started with it ignored. A shell starts a background job (`cmd &`
+    in a script, or wherever job control is off) with SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler; a `kill -INT` or `pm2 stop` would do nothing, and the stop would
+    come only as SIGKILL. The node's own handler (node.py `_stop_on_signal`) takes SIGINT and
+    SIGTERM alike once it runs; this makes the time before that behave as started by hand."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def obtain_genesis(

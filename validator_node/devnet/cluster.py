@@ -156,6 +156,8 @@ def node_command(
         "run",
         "--netuid",
         str(NETUID),
+        "--subtensor.network",
+        "local",  # the embedded chain, named: `run` has no default chain
         "--wallet.name",
         v.wallet_name,
         "--wallet.hotkey",

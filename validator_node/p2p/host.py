@@ -244,6 +244,8 @@ class ConsensusTransport:
 
         async with trio.open_nursery() as nursery, self.host.run([self.listen]):
             self._nursery = nursery
+            if not self.host.get_addrs():  # py-libp2p logs a failed listen and carries on
+                self._listen_failed()
             self.host.set_stream_handler(TProtocol(CONSENSUS_PROTOCOL), self._on_inbound_stream)
             if self.on_submit is not None:
                 self.host.set_stream_handler(TProtocol(SUBMIT_PROTOCOL), self.submit_server.handle)
@@ -262,6 +264,13 @@ class ConsensusTransport:
                     await trio.sleep_forever()
             finally:
                 await self._close_connections()
+
+    def _listen_failed(self) -> None:
+        from validator_node.startup import StartupError, bind_failure
+
+        host, port = self.listen.value_for_protocol("ip4"), int(self.listen.value_for_protocol("tcp"))
+        why = bind_failure(host, port) or "libp2p could not listen there"
+        raise StartupError(f"cannot listen for p2p on {host}:{port} (--p2p.host/--p2p.port): {why}")
 
     async def _close_connections(self) -> None:
         """py-libp2p 0.8.1 leaks sockets when a host stops under cancellation: a connection's
