@@ -357,7 +357,13 @@ class Replica(ViewChangeRules, CatchUpRules, RecoveryRules):
         prepared: Certificate | None = None,
         block: bytes | None = None,
     ) -> Any | None:
-        """Sign a statement at most once per (kind, view): the replica's central safety guard."""
+        """Sign a statement at most once per (kind, view): the replica's central safety guard.
+
+        A replica outside this height's set (a validator in the epoch before it joins, or after
+        it leaves) signs nothing: its signature weighs nothing, and its own vote in the commit
+        certificate it decides with would make that certificate fail verification elsewhere."""
+        if self.me not in self.round.vset:
+            return None
         if (kind, view) in self.round.signed:
             return None  # already signed this (kind, view): never sign a second value
         env = seal(statement, self.signer, self.cfg.netuid)
