@@ -29,11 +29,15 @@ test: lint
 demo: $(STAMP)
 	$(PY) -m validator_node.cli devnet --validators 4 --epochs 3
 
+# bench.bench_sim_scale: V = 16/32/64 by simulation with WAN latencies (about 2 min on 2 cores)
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.bench_sim_scale
 
+# the simulator's soak: a fixed set (V = 4-31) and sets changing at epoch boundaries (V = 4-64, LAN
+# and WAN latencies), all faults; SOAK_SIM_ARGS="--soak-scale 0.3" for a shorter run
 soak: $(STAMP)
-	$(PY) -m consensus.sim --soak --json
+	$(PY) -m consensus.sim --soak --json $(SOAK_SIM_ARGS)
 
 # an hour of a 4-validator devnet with miners, each node's RSS printed every minute; fails if any
 # node's memory still grows after warm-up (bench/soak_memory.py). Not part of `make test`.

@@ -2,7 +2,14 @@
 
 The JSON output is a stable interface (checked from outside):
 ``{"runs", "safety_violations", "liveness_failures", "decided_heights", ...}``; the exit status is
-non-zero if any run violated safety or liveness.
+non-zero if any run violated safety or liveness. It also reports, over the honest validators of
+all runs, messages and bytes sent per validator per decided height and the decision latency
+(p50/p99, simulated seconds from a node beginning a height to its deciding it), and one row per
+configuration (`plans`).
+
+`--soak` runs `SOAK_PLAN` (a fixed validator set, LAN latencies) and `SOAK_SETS_PLAN` (validator
+sets changing at epoch boundaries, small V on LAN and WAN latencies, V = 16-64 on WAN), all with
+every fault; `--soak-scale` scales every row's seed count (e.g. 0.1 for a quick run).
 """
 
 from __future__ import annotations
@@ -19,6 +26,18 @@ from typing import Any
 from consensus.sim.runner import ALL_FAULTS, RunResult, SimConfig, run_one
 
 SOAK_PLAN = ((4, 1, 4000), (7, 2, 4000), (16, 5, 1500), (31, 10, 500))
+#: (validators, byzantine, seeds, latency), each with SOAK_SET_CHANGES set changes and all faults
+SOAK_SETS_PLAN = (
+    (4, 1, 2000, "lan"),
+    (7, 2, 2000, "lan"),
+    (4, 1, 1000, "wan"),
+    (7, 2, 1000, "wan"),
+    (16, 5, 200, "wan"),
+    (32, 10, 60, "wan"),
+    (64, 21, 20, "wan"),
+)
+SOAK_SET_CHANGES = 3
+WAN_BASE_TIMEOUT = 2.0  # the node's default view timeout; 0.5 s (the LAN default) is below a WAN round
 
 
 def parse_faults(text: str) -> frozenset[str]:
@@ -45,24 +64,111 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--heights", type=int, default=4, help="heights every honest node must decide")
     p.add_argument("--crypto", choices=("mac", "sr25519"), default="mac")
+    p.add_argument(
+        "--set-changes", type=int, default=0, help="epochs after the first (each: joins, leaves, stake moves)"
+    )
+    p.add_argument("--epoch-blocks", type=int, default=0, help="heights per epoch (0: 4-6, drawn per seed)")
+    p.add_argument("--latency", choices=("lan", "wan"), default="lan", help="wan: 50-300 ms RTT, bandwidths")
+    p.add_argument("--payload-bytes", type=int, default=0, help="block payload size (0: a 32-byte hash)")
+    p.add_argument(
+        "--base-timeout", type=float, default=None, help=f"view timeout (0.5 s; {WAN_BASE_TIMEOUT} s on WAN)"
+    )
+    p.add_argument("--soak-scale", type=float, default=1.0, help="scale the soak plans' seed counts")
+    p.add_argument(
+        "--soak-plan", choices=("all", "fixed", "sets"), default="all", help="which soak plans to run"
+    )
     p.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--soak", action="store_true", help=f"run the soak plan {SOAK_PLAN} with all faults")
+    p.add_argument(
+        "--soak",
+        action="store_true",
+        help=f"run the soak plans {SOAK_PLAN} and, with set changes, {SOAK_SETS_PLAN}, with all faults",
+    )
     p.add_argument("--demo", action="store_true", help="narrate a few runs for a human")
 
 
 def _run(args: tuple[int, SimConfig]) -> RunResult:
-    return run_one(*args)
+    t0 = time.perf_counter()
+    result = run_one(*args)
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def soak_jobs(
+    seed_start: int, heights: int, scale: float = 1.0, plan: str = "all"
+) -> list[tuple[int, SimConfig]]:
+    faults = frozenset(ALL_FAULTS)
+    fixed, sets = (SOAK_PLAN if plan != "sets" else ()), (SOAK_SETS_PLAN if plan != "fixed" else ())
+    jobs = [
+        (seed, SimConfig(validators=v, byzantine=b, faults=faults, target_height=heights))
+        for v, b, n in fixed
+        for seed in range(seed_start, seed_start + max(1, round(n * scale)))
+    ]
+    jobs += [
+        (
+            seed,
+            SimConfig(
+                validators=v,
+                byzantine=b,
+                faults=faults,
+                target_height=heights,
+                set_changes=SOAK_SET_CHANGES,
+                latency=latency,
+                base_timeout=WAN_BASE_TIMEOUT if latency == "wan" else 0.5,
+            ),
+        )
+        for v, b, n, latency in sets
+        for seed in range(seed_start, seed_start + max(1, round(n * scale)))
+    ]
+    # the most expensive first, so that a worker is not left with a V=64 seed at the end
+    jobs.sort(key=lambda j: -j[1].validators)
+    return jobs
+
+
+def percentile(values: list[float], p: int) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of `values`, None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, -(-p * len(ordered) // 100) - 1)]
+
+
+def plan_key(cfg: SimConfig) -> str:
+    faults = "all" if cfg.faults == frozenset(ALL_FAULTS) else ",".join(sorted(cfg.faults)) or "none"
+    v, b, changes = cfg.validators, cfg.byzantine, cfg.set_changes
+    return f"V={v} byz={b} faults={faults} {cfg.latency} set_changes={changes}"
+
+
+def traffic(results: list[RunResult]) -> dict[str, Any]:
+    """Per honest validator per decided height, and decision latency, over `results`."""
+    latencies = [x for r in results for x in r.latencies]
+    per = sum(r.honest * r.decided_height for r in results)
+    messages = sum(r.honest_messages for r in results)
+    sent = sum(r.honest_bytes for r in results)
+    return {
+        "messages_per_validator_height": round(messages / per, 1) if per else None,
+        "bytes_per_validator_height": round(sent / per) if per else None,
+        "latency_p50_s": _round(percentile(latencies, 50)),
+        "latency_p99_s": _round(percentile(latencies, 99)),
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def run_many(jobs: Iterable[tuple[int, SimConfig]], workers: int) -> list[RunResult]:
     jobs = list(jobs)
-    if workers <= 1 or len(jobs) < 8:
+    heavy = [j for j in jobs if j[1].validators >= 16]
+    if workers <= 1 or len(jobs) < (2 if heavy else 8):
         return [_run(j) for j in jobs]
+    light = [j for j in jobs if j[1].validators < 16]
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
-        # small chunks: a chunk of 31-validator seeds costs minutes, so big ones leave a core idle
-        return pool.map(_run, jobs, chunksize=max(1, min(8, len(jobs) // (workers * 16))))
+        # a seed at V >= 16 costs seconds to a minute: one per task, so none leaves a core idle
+        big = pool.map_async(_run, heavy, chunksize=1)
+        small = pool.map_async(_run, light, chunksize=max(1, min(8, len(light) // (workers * 16))))
+        return big.get() + small.get()
 
 
 def summarise(results: list[RunResult], elapsed: float) -> dict[str, Any]:
@@ -81,6 +187,23 @@ def summarise(results: list[RunResult], elapsed: float) -> dict[str, Any]:
     for r in results:
         s = by_v.setdefault(r.config.validators, {"runs": 0, "seconds": 0.0})
         s["runs"] += 1
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(plan_key(r.config), []).append(r)
+    plans = {
+        key: {
+            "runs": len(rs),
+            "safety_violations": sum(1 for r in rs if not r.safe),
+            "liveness_failures": sum(1 for r in rs if not r.live),
+            "set_changes_crossed": sum(r.epochs_crossed for r in rs),
+            "joins_leaves_moves_crossed": [
+                sum(c[i] for r in rs for c in r.set_changes[: r.epochs_crossed]) for i in range(3)
+            ],
+            "cpu_s": round(sum(r.wall_s for r in rs), 1),
+            **traffic(rs),
+        }
+        for key, rs in groups.items()
+    }
     rejected: dict[str, int] = {}
     for r in results:
         for k, v in r.rejected.items():
@@ -95,6 +218,9 @@ def summarise(results: list[RunResult], elapsed: float) -> dict[str, Any]:
         "rejected_packets": dict(sorted(rejected.items())),
         "messages": sum(r.messages for r in results),
         "runs_by_validators": {str(k): v["runs"] for k, v in sorted(by_v.items())},
+        "set_changes_crossed": sum(r.epochs_crossed for r in results),
+        **traffic(results),
+        "plans": plans,
         "elapsed_s": round(elapsed, 2),
         "seeds_per_s": round(len(results) / elapsed, 1) if elapsed > 0 else None,
         "failures": failures[:50],
@@ -106,16 +232,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.demo:
         return demo()
     if args.soak:
-        jobs = [
-            (
-                seed,
-                SimConfig(
-                    validators=v, byzantine=b, faults=frozenset(ALL_FAULTS), target_height=args.heights
-                ),
-            )
-            for v, b, n in SOAK_PLAN
-            for seed in range(args.seed_start, args.seed_start + n)
-        ]
+        jobs = soak_jobs(args.seed_start, args.heights, args.soak_scale, args.soak_plan)
     else:
         if args.byzantine < 0 or args.byzantine >= args.validators:
             print("--byzantine must be between 0 and validators-1", file=sys.stderr)
@@ -126,6 +243,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             faults=args.faults,
             target_height=args.heights,
             crypto=args.crypto,
+            set_changes=args.set_changes,
+            epoch_blocks=args.epoch_blocks,
+            latency=args.latency,
+            payload_bytes=args.payload_bytes,
+            base_timeout=args.base_timeout or (WAN_BASE_TIMEOUT if args.latency == "wan" else 0.5),
         )
         jobs = [(seed, cfg) for seed in range(args.seed_start, args.seed_start + args.seeds)]
     t0 = time.perf_counter()
@@ -140,6 +262,13 @@ def run_from_args(args: argparse.Namespace) -> int:
             f"{summary['decided_heights']} heights decided, "
             f"{summary['evidence_reports']} equivocation reports, {summary['seeds_per_s']} seeds/s"
         )
+        for key, row in summary["plans"].items():
+            print(
+                f"  {key}: {row['runs']} runs, {row['safety_violations']}/{row['liveness_failures']} "
+                f"violations, {row['set_changes_crossed']} set changes crossed, "
+                f"{row['messages_per_validator_height']} msgs and {row['bytes_per_validator_height']} B "
+                f"per validator per height, latency p50 {row['latency_p50_s']} s p99 {row['latency_p99_s']} s"
+            )
         for f in summary["failures"][:10]:
             print(f"  seed {f['seed']} (V={f['validators']}): {f['kind']}: {f['detail']}")
     return 1 if summary["safety_violations"] or summary["liveness_failures"] else 0

@@ -21,6 +21,7 @@ from consensus.actions import (
     RequestProposal,
     Send,
 )
+from consensus.certificates import CertificateError, verify_certificate
 from consensus.crypto import Scheme, seal
 from consensus.messages import (
     PHASE_COMMIT,
@@ -57,6 +58,12 @@ class Simulation(Protocol):
 
     def validator_set_for(self, height: int) -> ValidatorSet: ...
 
+    def broadcast_targets(self, node: SimNode) -> Sequence[int]: ...
+
+    def new_app(self) -> ChainApp: ...
+
+    def payload_for(self, height: int, hotkey: bytes, salt: bytes) -> bytes: ...
+
     def others(self, idx: int) -> list[int]: ...
 
     def split_half(self, idx: int) -> frozenset[int]: ...
@@ -74,7 +81,7 @@ class SimNode:
         self.key = key
         self.hotkey: bytes = key.public_key
         self.sim = sim
-        self.app = ChainApp()
+        self.app = sim.new_app()
         self.records: list[VoteRecord] = []  # the durable vote record
         self.alive = True
         self.incarnation = 0
@@ -82,6 +89,7 @@ class SimNode:
         self.evidence = 0
         self.rejected: dict[str, int] = {}
         self.decide_times: dict[int, float] = {}
+        self.enter_times: dict[int, float] = {}  # height -> when this node began deciding it
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -89,9 +97,10 @@ class SimNode:
         self.incarnation += 1
         self.alive = True
         committed, _ = self.app.tip()
+        self.enter_times.setdefault(committed + 1, self.sim.loop.now)
         self.replica = Replica(
             self.key,
-            self.sim.validator_set_for,
+            self.app.vset_for,
             self.app.validate,
             self.sim.replica_config,
             scheme=self.sim.scheme,
@@ -149,9 +158,8 @@ class SimNode:
 
     def broadcast(self, packet: Any) -> None:
         data = encode(packet)
-        for other in self.sim.nodes:
-            if other.idx != self.idx:
-                self.sim.net.send(self.idx, other.idx, data)
+        for other in self.sim.broadcast_targets(self):
+            self.sim.net.send(self.idx, other, data)
 
     def send_to(self, hotkey: bytes, packet: Any) -> None:
         targets = [n.idx for n in self.sim.nodes if n.hotkey == hotkey and n.idx != self.idx]
@@ -161,7 +169,35 @@ class SimNode:
     def on_decide(self, a: Decide) -> None:
         self.app.apply(a.height, a.block, a.certificate)
         self.decide_times[a.height] = self.sim.loop.now
+        self.enter_times.setdefault(a.height + 1, self.sim.loop.now)
         self.sim.record_decision(self, a)
+
+    def state_sync(self, donor: SimNode) -> str | None:
+        """Adopt `donor`'s decided chain as a node joining the network does (state sync): every
+        block is checked against this node's own rules and its certificate against the set this
+        node derives for its height. The reason it stopped, or None if it took the whole chain."""
+        tip = donor.app.tip()[0]
+        for h in range(self.app.tip()[0] + 1, tip + 1):
+            proof = donor.app.decision(h)
+            if proof is None:
+                return f"height {h}: the donor has no certificate"
+            reason = self.app.validate(h, proof.block)
+            if reason is None:
+                try:
+                    verify_certificate(
+                        proof.certificate,
+                        self.app.vset_for(h),
+                        self.sim.replica_config.netuid,
+                        self.sim.scheme,
+                        height=h,
+                        block_hash=block_hash_of(proof.block),
+                    )
+                except CertificateError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                return f"height {h}: {reason}"
+            self.app.apply(h, proof.block, proof.certificate)
+        return None
 
     def on_request_proposal(self, a: RequestProposal) -> None:
         if self.replica is None:
@@ -169,10 +205,15 @@ class SimNode:
         block = self.make_block(a.height, b"")
         self.handle(self.replica.propose(block))
 
-    def make_block(self, height: int, salt: bytes) -> bytes:
+    def make_block(self, height: int, salt: bytes, tamper: bool = False) -> bytes:
+        """This node's block for `height`; `tamper`: with a snapshot (an epoch's first block)
+        that doubles this node's stake in the next set, which honest validators refuse."""
         _, parent = self.app.tip()
-        payload = hashlib.sha256(b"payload%d" % height + self.hotkey + salt).digest()
-        return make_block(height, parent, payload)
+        payload = self.sim.payload_for(height, self.hotkey, salt)
+        snapshot = self.app.snapshot_due(height)
+        if tamper and snapshot is not None:
+            snapshot = [[k, s * 2 if k == self.hotkey else s] for k, s in snapshot]
+        return make_block(height, parent, payload, snapshot)
 
 
 class SilentNode(SimNode):
@@ -186,7 +227,8 @@ class SilentNode(SimNode):
 
 class EquivocatingNode(SimNode):
     """As leader, proposes two different valid blocks to two halves of the network and votes for
-    both; otherwise behaves honestly."""
+    both; otherwise behaves honestly. With epochs, the second block of an epoch's first height
+    carries a snapshot giving this node more stake in the next set (invalid)."""
 
     byzantine = True
 
@@ -195,7 +237,7 @@ class EquivocatingNode(SimNode):
         if r is None:
             return
         block_a = self.make_block(a.height, b"A")
-        block_b = self.make_block(a.height, b"B")
+        block_b = self.make_block(a.height, b"B", tamper=True)
         actions = r.propose(block_a)
         half = self.sim.split_half(self.idx)
         netuid = self.sim.replica_config.netuid
