@@ -21,6 +21,7 @@ import trio
 from consensus.certificates import build_certificate, vote_signing_bytes
 from consensus.messages import PHASE_COMMIT, DecisionPacket
 from consensus.validators import ValidatorSet
+from dht.localnet import close_connections
 from validator_node.app import Application
 from validator_node.block import build_block
 from validator_node.chain.base import Hyperparameters
@@ -231,9 +232,7 @@ async def serving_peers(
             await _mesh([p.dht for p in peers])
         yield peers
         for p in peers:  # py-libp2p leaves sockets open when a host stops with live connections
-            host = p.transport.host  # type: ignore[attr-defined]
-            for pid in list(host.get_network().connections):
-                await host.disconnect(pid)
+            await close_connections(p.transport.host)  # type: ignore[attr-defined]
         await stack.aclose()
         nursery.cancel_scope.cancel()
 

@@ -36,6 +36,19 @@ logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # it logs whole refused 
 log = logging.getLogger(__name__)
 
 
+async def close_connections(host: IHost) -> None:
+    """Close every connection of a short-lived client host before `host.run` exits (py-libp2p
+    leaves their TCP sockets open otherwise). Addresses are forgotten first: py-libp2p's
+    auto-connector redials known peers whenever one disconnects, which left a socket open in a
+    CI-like run."""
+    peerstore = host.get_peerstore()
+    for peer in list(peerstore.peer_ids()):
+        if peer != host.get_id():
+            peerstore.clear_addrs(peer)
+    for peer in list(host.get_connected_peers()):
+        await host.disconnect(peer)
+
+
 def make_host(seed: str) -> IHost:
     yamux_fixes.install()  # dht.kad installs it on import too; a host made first must not miss it
     kp = create_new_key_pair(hashlib.sha256(f"dht-localnet:{seed}".encode()).digest())
@@ -145,5 +158,4 @@ async def dht_network(
             for r in recorders:
                 r.armed = False
             for h in hosts:
-                for pid in list(h.get_network().connections):
-                    await h.disconnect(pid)
+                await close_connections(h)

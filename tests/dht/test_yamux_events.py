@@ -17,7 +17,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from dht import yamux_fixes
-from dht.localnet import make_host
+from dht.localnet import close_connections, make_host
 
 WAIT = TProtocol("/bt-test/wait/1")
 STREAMS = 40
@@ -43,18 +43,22 @@ async def test_streams_reset_under_a_waiting_reader_leave_no_events() -> None:
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     async with a.run(listen), b.run(listen):
         await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
-        for _ in range(STREAMS):
-            stream = await a.new_stream(b.get_id(), [WAIT])
-            await stream.write(b"x")
+        try:
+            for _ in range(STREAMS):
+                stream = await a.new_stream(b.get_id(), [WAIT])
+                await stream.write(b"x")
+                with trio.fail_after(10):
+                    while waiting < ended + 1:
+                        await trio.sleep(0.01)
+                await trio.sleep(0.02)  # the handler is now parked in read
+                await stream.reset()
             with trio.fail_after(10):
-                while waiting < ended + 1:
-                    await trio.sleep(0.01)
-            await trio.sleep(0.02)  # the handler is now parked in read
-            await stream.reset()
-        with trio.fail_after(10):
-            while ended < STREAMS:
-                await trio.sleep(0.02)
-        await trio.sleep(0.2)
-        b_conn = b.get_network().connections[a.get_id()][0].muxed_conn
-        orphans = set(b_conn.stream_events) - set(b_conn.streams)
-        assert not orphans, f"{len(orphans)} events for streams that no longer exist"
+                while ended < STREAMS:
+                    await trio.sleep(0.02)
+            await trio.sleep(0.2)
+            b_conn = b.get_network().connections[a.get_id()][0].muxed_conn
+            orphans = set(b_conn.stream_events) - set(b_conn.streams)
+            assert not orphans, f"{len(orphans)} events for streams that no longer exist"
+        finally:  # a host stopped with live connections leaves their sockets open
+            await close_connections(a)
+            await close_connections(b)

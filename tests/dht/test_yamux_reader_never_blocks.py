@@ -19,7 +19,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from dht import yamux_fixes
-from dht.localnet import make_host
+from dht.localnet import close_connections, make_host
 
 SINK = TProtocol("/bt-test/sink/1")
 WRITERS, ROUNDS, SIZE = 16, 5, 200_000
@@ -82,5 +82,5 @@ async def test_both_hosts_flooding_new_streams_do_not_deadlock() -> None:
             assert received == {"a": STREAMS * SIZE, "b": STREAMS * SIZE}
             assert a.get_network().connections.get(b.get_id()), "the connection was closed"
         finally:
-            for pid in list(a.get_network().connections):
-                await a.disconnect(pid)
+            await close_connections(a)  # addresses forgotten first: no redial
+            await close_connections(b)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import struct
 
 import multiaddr
+import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from dht import yamux_fixes
-from dht.localnet import make_host
+from dht.localnet import close_connections, make_host
 
 IDLE = TProtocol("/bt-test/idle/1")
 DEFAULT_WINDOW = 256 * 1024  # yamux's initial window: all a stream gets before it is read
@@ -63,8 +64,8 @@ async def test_a_peer_overrunning_the_receive_window_is_disconnected_and_parks_n
                 peak = max(peak, max((len(v) for v in b_conn.stream_buffers.values()), default=0))
                 await trio.sleep(0.05)
         reason = yamux_fixes.end_reason(b_conn)
-        for pid in list(a.get_network().connections):
-            await a.disconnect(pid)
+        await close_connections(a)  # addresses forgotten first: no redial
+        await close_connections(b)
     assert "overran stream" in reason, reason
     # what the receiver ever held for the stream: the window it granted (the initial 256 KiB for
     # a stream never read; 4 MiB before fix 4) and at most one frame past it
@@ -107,12 +108,19 @@ async def largest_window_granted(cap: int | None) -> int:
         with trio.fail_after(30):
             await stream.write(b"x" * PAYLOAD)
             await done.wait()
-        for pid in list(a.get_network().connections):
-            await a.disconnect(pid)
+        await close_connections(a)  # addresses forgotten first: no redial
+        await close_connections(b)
     return largest
 
 
-async def test_a_capped_stream_never_grants_more_than_its_cap() -> None:
+async def test_a_capped_stream_never_grants_more_than_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window doubles only when updates come within 4 round trips of each other; on a loaded
+    # machine a loopback reader is not that fast, and the control below failed under load. A
+    # long "round trip" makes every update qualify: growth is then certain where it is allowed,
+    # which also makes the capped case the harder one.
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    monkeypatch.setattr(YamuxStream, "_effective_rtt", lambda self: 10.0)
     # the control: a stream that keeps up still gets its window grown (throughput)
     assert await largest_window_granted(None) > CAP
     # before the fix: 4 MiB granted during protocol negotiation, then up to 16 MiB
@@ -152,8 +160,8 @@ async def parked_bytes_after(end: str) -> tuple[int, float]:
             while sum(len(v) for v in b_conn.stream_buffers.values()):
                 await trio.sleep(0.05)
         held = sum(len(v) for v in b_conn.stream_buffers.values())
-        for pid in list(a.get_network().connections):
-            await a.disconnect(pid)
+        await close_connections(a)  # addresses forgotten first: no redial
+        await close_connections(b)
     return held, trio.current_time() - start
 
 

@@ -192,7 +192,7 @@ class DhtSource:
         from libp2p.peer.peerinfo import info_from_p2p_addr
 
         from dht.kad import DhtNode
-        from dht.localnet import make_host
+        from dht.localnet import close_connections, make_host
 
         host = make_host(f"auditor-{secrets.token_hex(8)}")
         src: DhtSource | None = None
@@ -222,8 +222,7 @@ class DhtSource:
                 try:
                     yield src
                 finally:
-                    for peer in list(host.get_network().connections):
-                        await host.disconnect(peer)
+                    await close_connections(host)
 
     async def genesis(self, digest: bytes | None) -> bytes | None:
         if digest is None:

@@ -27,14 +27,21 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import multiaddr
 import trio
 
+from dht.localnet import close_connections
 from validator_node.metrics import Metrics
 from validator_node.p2p.attestation import AttestationRefused, DuplicateHotkey, attest, check_attestation
-from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits, PeerBudgets, RateLimitedLog
+from validator_node.p2p.budgets import ConcurrencyLimit, P2PLimits, PeerBudgets, RateLimitedLog
+from validator_node.p2p.checkpoint_server import (  # noqa: F401 - the protocol's names, re-exported
+    CHECKPOINT_PROTOCOL,
+    MAX_CHECKPOINT_FRAME,
+    CheckpointRefused,
+    CheckpointServing,
+)
 from validator_node.p2p.framing import FrameError, FrameReader, write_frame
 from validator_node.p2p.submit_server import SubmitServer
 from validator_node.p2p.swarm_fixes import gate_inbound_streams, release_inbound_handlers
@@ -50,8 +57,6 @@ log = logging.getLogger("validator_node.p2p")
 
 CONSENSUS_PROTOCOL = "/bt-platform/consensus/1.0.0"
 SUBMIT_PROTOCOL = "/bt-platform/submit/1.0.0"
-CHECKPOINT_PROTOCOL = "/bt-platform/checkpoint/1.0.0"
-MAX_CHECKPOINT_FRAME = 300 * 1024 * 1024
 MAX_FRAME = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 OUTBOUND_QUEUE = 4096
@@ -93,7 +98,7 @@ class PeerBook:
         return sorted(self.links)
 
 
-class ConsensusTransport:
+class ConsensusTransport(CheckpointServing):
     def __init__(
         self,
         *,
@@ -385,73 +390,6 @@ class ConsensusTransport:
             log.debug("inbound stream from %s ended: %s", remote, exc)
             await _reset(stream)
 
-    async def _on_checkpoint_stream(self, stream: object) -> None:
-        """Serve our newest checkpoint (verifiable by the requester: see pipeline/snapshot.py).
-
-        Any peer may ask (a joiner has no link yet), so: at most `checkpoint_streams` served at
-        once in total and one per peer, and a per-peer request rate; over either the requester
-        gets `refused: <reason>` and a reset. What is served comes from `_checkpoint_reply`."""
-        peer = stream.muxed_conn.peer_id.to_string()  # type: ignore[attr-defined]
-        try:
-            with self._checkpoint_streams.hold(peer):
-                if not self._checkpoint_rate.allow(peer, requests=1):
-                    await self._refuse(stream, "checkpoint", "rate limited", peer)
-                    return
-                await self._serve_checkpoint(stream)
-        except OverLimit:
-            await self._refuse(stream, "checkpoint", "busy", peer)
-
-    async def _serve_checkpoint(self, stream: object) -> None:
-        try:
-            with trio.fail_after(10):
-                request = await FrameReader(stream, 64).read_frame()  # type: ignore[arg-type]
-            data = await self._checkpoint_reply(request)
-            with trio.fail_after(60):
-                await write_frame(stream, data)  # type: ignore[arg-type]
-                await stream.close()  # type: ignore[attr-defined]
-        except Exception as exc:
-            log.debug("checkpoint stream ended: %s", exc)
-            await _reset(stream)
-
-    async def _checkpoint_reply(self, request: bytes | None) -> bytes:
-        """The reply to one request on the checkpoint protocol (b"" when we have nothing):
-        `latest` is our newest checkpoint, `genesis` the genesis record with a certified block
-        naming its hash (node.genesis); both under the same stream and rate bounds."""
-        if request == b"genesis":
-            self.metrics.inc("genesis_served_total")
-            return (self.genesis() if self.genesis else None) or b""
-        if request != b"latest":
-            raise FrameError(f"unknown checkpoint request {request!r}")
-        self.metrics.inc("checkpoints_served_total")
-        return await self._latest_checkpoint() or b""
-
-    async def _latest_checkpoint(self) -> bytes | None:
-        """Our newest checkpoint, read off the event loop at most once per `checkpoint_cache_s`
-        and shared by every request meanwhile (one copy in memory however many are served)."""
-        if self.checkpoint is None:
-            return None
-        async with self._checkpoint_lock:
-            now = trio.current_time()
-            cached = self._checkpoint_cache
-            if cached is None or now - cached[0] >= self.limits.checkpoint_cache_s:
-                self._checkpoint_cache = None  # let the old copy go before reading the new one
-                data = await trio.to_thread.run_sync(self.checkpoint)
-                cached = self._checkpoint_cache = (trio.current_time(), data)
-            return cached[1]
-
-    async def request_checkpoint(self, peer_id: str) -> bytes | None:
-        from libp2p.custom_types import TProtocol
-        from libp2p.peer.id import ID
-
-        with trio.fail_after(60):
-            stream = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(CHECKPOINT_PROTOCOL)])
-            await write_frame(stream, b"latest")
-            data = await FrameReader(stream, MAX_CHECKPOINT_FRAME).read_frame()
-            await stream.close()
-        if data is not None and data.startswith(b"refused: "):  # never a checkpoint's first bytes
-            raise CheckpointRefused(data.decode(errors="replace"))
-        return data or None
-
     async def _receive_attestation(self, reader: FrameReader, remote_peer_id: bytes) -> bytes:
         data = await reader.read_frame()
         if data is None:
@@ -567,10 +505,6 @@ class ConsensusTransport:
             self.metrics.inc("p2p_sent_total")
 
 
-class CheckpointRefused(Exception):
-    """The peer refused our checkpoint request (busy or rate limited): ask another."""
-
-
 def _peer_id_string(peer_id: bytes) -> str:
     from libp2p.peer.id import ID
 
@@ -580,19 +514,6 @@ def _peer_id_string(peer_id: bytes) -> str:
 async def _reset(stream: object) -> None:
     with contextlib.suppress(Exception):
         await stream.reset()  # type: ignore[attr-defined]
-
-
-async def close_connections(host: Any) -> None:
-    """Close every connection of a short-lived client host before `host.run` exits (py-libp2p
-    leaves their TCP sockets open otherwise). Addresses are forgotten first: py-libp2p's
-    auto-connector redials known peers whenever one disconnects, which left a socket open in a
-    CI-like run."""
-    peerstore = host.get_peerstore()
-    for peer in list(peerstore.peer_ids()):
-        if peer != host.get_id():
-            peerstore.clear_addrs(peer)
-    for peer in list(host.get_connected_peers()):
-        await host.disconnect(peer)
 
 
 async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> list[str]:
