@@ -149,7 +149,7 @@ class Application(Intake):
         except WireError as exc:
             return f"undecodable body: {exc}"
         if body.epoch_info is not None:
-            expected, at = self.view_at(block.chain_block), snapshot_block(block.chain_block)
+            expected, at = self.view_at(block.chain_block), self.snapshot_at(block.chain_block)
             if expected is None:
                 self.wanted_view = at
                 return f"local failure, not a verdict: the chain at block {at} is not read here yet"
@@ -232,7 +232,11 @@ class Application(Intake):
         """The snapshot an epoch-opening block at `chain_block` must carry (None: not read yet)."""
         if not self.pin_views:
             return self.chain_view
-        return self.chain_views.get(snapshot_block(chain_block))
+        return self.chain_views.get(self.snapshot_at(chain_block))
+
+    def snapshot_at(self, chain_block: int) -> int:
+        """The chain block an epoch-opening block at `chain_block` pins its snapshot to."""
+        return snapshot_block(chain_block, self.genesis.chain_block)
 
     def _proposal_chain_block(self, height: int, chain_block: int) -> tuple[int, EpochInfo]:
         """The header's chain block and the epoch snapshot it pins. An epoch-opening proposal
@@ -242,15 +246,16 @@ class Application(Intake):
         info = self.view_at(chain_block)
         if info is not None or not self.state.is_epoch_start(height):
             return chain_block, info or self.chain_view
+        floor = self.genesis.chain_block
         held = [
             b + SNAPSHOT_LAG
             for b in self.chain_views
-            if self.tip_chain_block <= b + SNAPSHOT_LAG <= chain_block
+            if b >= floor and self.tip_chain_block <= b + SNAPSHOT_LAG <= chain_block
         ]
         if not held:
             raise LocalFailure(f"no snapshot of the chain near block {chain_block} read yet")
         best = max(held)
-        return best, self.chain_views[snapshot_block(best)]
+        return best, self.chain_views[self.snapshot_at(best)]
 
     def propose(self, height: int, proposer: bytes, chain_block: int) -> bytes:
         chain_block, epoch_info = self._proposal_chain_block(height, chain_block)

@@ -24,11 +24,14 @@ MAX_CHAIN_DRIFT = 20  # chain blocks a proposer may be ahead of a validator's ow
 #: each chain block as it passes) and none reads a head that may still be reorganised. Pinning it
 #: makes the snapshot one value for all: stake that moves every chain block cannot make honest
 #: validators disagree on it (before, each compared the proposer's snapshot with its own latest read).
+#: Never before the genesis record's chain block (`floor`): the record was read there, and an
+#: epoch's view of the chain must not predate the network (a devnet changes the chain just before
+#: it starts; an earlier read would undo that for epoch 0).
 SNAPSHOT_LAG = 3
 
 
-def snapshot_block(chain_block: int) -> int:
-    return max(chain_block - SNAPSHOT_LAG, 0)
+def snapshot_block(chain_block: int, floor: int = 0) -> int:
+    return max(chain_block - SNAPSHOT_LAG, floor)
 
 
 @wire_message("node.block", version=2, max_size=MAX_BLOCK_SIZE)

@@ -73,7 +73,10 @@ class ChainDuty:
         from validator_node.block import SNAPSHOT_LAG
 
         app, head = self.app, self._chain_block
-        wanted = [b for b in range(max(head - SNAPSHOT_LAG - 1, 0), head) if b not in app.chain_views]
+        floor = app.genesis.chain_block  # early in a network's life, the snapshot block itself
+        wanted = [b for b in range(max(head - SNAPSHOT_LAG - 1, floor), head) if b not in app.chain_views]
+        if floor <= head and floor not in app.chain_views and head - floor <= self.views_kept // 2:
+            wanted.append(floor)
         if app.wanted_view is not None and app.wanted_view <= head and app.wanted_view not in app.chain_views:
             wanted.append(app.wanted_view)
         for block in wanted:

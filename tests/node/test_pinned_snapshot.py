@@ -62,6 +62,9 @@ def test_stake_moving_every_block_needs_no_view_change_at_epoch_starts(tmp_path:
     import sqlite3
 
     db = sqlite3.connect(store)
+    from validator_node.genesis import load
+
+    genesis_block = load(root / "genesis.cbor").chain_block
     with LocalChain(root / "chain.sqlite") as chain:
         pinned = set()
         for epoch in range(EPOCHS + 1):
@@ -77,7 +80,7 @@ def test_stake_moving_every_block_needs_no_view_change_at_epoch_starts(tmp_path:
             block = decode(bytes(block_bytes), Block)
             info = decode(block.body, BlockBody).epoch_info
             assert info is not None
-            at = snapshot_block(block.chain_block)
+            at = snapshot_block(block.chain_block, genesis_block)
             # the decided snapshot is exactly the chain at the pinned block
             assert info == epoch_info_from_chain(chain, epoch, at), (
                 f"epoch {epoch}: not the chain at block {at}"
