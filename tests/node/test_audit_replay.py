@@ -15,25 +15,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from validator_node.devnet import wait_for_text
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
 VN = [sys.executable, "-m", "validator_node.cli"]
 EPOCH_BLOCKS = 8
 EPOCHS = 3
-
-
-def wait_for_text(path: Path, pattern: str, timeout: float) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(pattern, path.read_text())
-        if found:
-            return found
-        time.sleep(0.5)
-    raise TimeoutError(f"no {pattern!r} in {path}:\n{path.read_text()[-3000:]}")
 
 
 def backup(src: Path, dst: Path) -> Path:

@@ -10,8 +10,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from validator_node.devnet import wait_for_text
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
 VN = [sys.executable, "-m", "validator_node.cli"]
@@ -21,16 +22,6 @@ def vn(*args: str, cwd: Path) -> str:
     out = subprocess.run([*VN, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120)
     assert out.returncode == 0, f"{args}: {out.stdout}{out.stderr}"
     return out.stdout
-
-
-def wait_for_text(path: Path, pattern: str, timeout: float) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(pattern, path.read_text())
-        if found:
-            return found
-        time.sleep(0.5)
-    raise TimeoutError(f"no {pattern!r} in {path}:\n{path.read_text()[-3000:]}")
 
 
 MANIFEST = """[challenge]

@@ -31,6 +31,7 @@ from validator_node.devnet.cluster import (
     read_status,
     stop_all,
     submitted_weights,
+    wait_for_text,
     wait_until,
 )
 from validator_node.devnet.miners import Miners
@@ -55,5 +56,6 @@ __all__ = [
     "stop_all",
     "submitted_weights",
     "summarise",
+    "wait_for_text",
     "wait_until",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -267,6 +268,18 @@ def wait_until(pred: Any, timeout: float, what: str = "the devnet") -> None:
             pass
         time.sleep(0.3)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_for_text(path: Path, pattern: str, timeout: float) -> re.Match[str]:
+    """Poll a growing text file (a devnet's output) for a regex; the match, or TimeoutError with
+    the file's tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text())
+        if found:
+            return found
+        time.sleep(0.5)
+    raise TimeoutError(f"no {pattern!r} in {path}:\n{path.read_text()[-3000:]}")
 
 
 def read_status(root: Path, v: DevnetValidator) -> dict[str, Any] | None:
