@@ -62,6 +62,22 @@ def _ss58(key: bytes) -> str:
         return key.hex()
 
 
+def uncertified(packet: DecisionPacket, height: int, vset: ValidatorSet, netuid: int) -> str | None:
+    """Why the certificate does not prove `packet` was decided at `height` (None: it does)."""
+    cert = packet.certificate
+    if cert.height != height:
+        return f"the certificate is for height {cert.height}"
+    digest = _sha(packet.block)
+    if digest != cert.block_hash:
+        signed = cert.block_hash.hex()[:16]
+        return f"the block's bytes hash to {digest.hex()[:16]}..., the certificate signs {signed}..."
+    try:
+        verify_certificate(cert, vset, netuid, height=height, block_hash=digest)
+    except CertificateError as exc:
+        return f"certificate: {exc}"
+    return None
+
+
 class Replayer:
     def __init__(
         self,
@@ -197,20 +213,8 @@ class Replayer:
         }
 
     def _verify(self, height: int, packet: DecisionPacket, vset: ValidatorSet) -> str | None:
-        """Why the certificate does not prove `packet` was decided at `height` (None: it does)."""
         assert self.app is not None
-        cert = packet.certificate
-        if cert.height != height:
-            return f"the certificate is for height {cert.height}"
-        digest = _sha(packet.block)
-        if digest != cert.block_hash:
-            signed = cert.block_hash.hex()[:16]
-            return f"the block's bytes hash to {digest.hex()[:16]}..., the certificate signs {signed}..."
-        try:
-            verify_certificate(cert, vset, self.app.netuid, height=height, block_hash=digest)
-        except CertificateError as exc:
-            return f"certificate: {exc}"
-        return None
+        return uncertified(packet, height, vset, self.app.netuid)
 
     def _certified(self, height: int, packet: DecisionPacket) -> bool:
         """Check the certificate and the header against the replayed state; one check per height."""

@@ -19,13 +19,14 @@ import json
 import sqlite3
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from validator_node.chain.base import ChainError, Hyperparameters, Metagraph, Neuron, WeightsReceipt
+from validator_node.chain.local_commitments import LocalCommitments
+from validator_node.chain.local_genesis import Genesis, GenesisNeuron  # noqa: F401 - re-exported
 from validator_node.chain.rules import WeightsContext, WeightsRefused, check_set_weights
 from wire import cbor, keys
 
@@ -55,71 +56,7 @@ CREATE TABLE IF NOT EXISTS refusals (
 """
 
 
-@dataclass(frozen=True)
-class GenesisNeuron:
-    hotkey: str
-    stake: int
-    validator_permit: bool
-    coldkey: str = ""
-
-
-@dataclass(frozen=True)
-class Genesis:
-    """The initial chain state. UIDs are the neurons' positions; the owner should hold one (uid 0)."""
-
-    netuid: int
-    owner: str  # owner hotkey ss58 (the registry's sudo key)
-    neurons: tuple[GenesisNeuron, ...]
-    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
-    block_time_ms: int = 12_000
-    genesis_time_ms: int = 0  # 0: the time the chain file is first created
-    genesis_block: int = 1
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Genesis:
-        known = set(Hyperparameters.__dataclass_fields__)
-        hp = d.get("hyperparameters", {})
-        unknown = sorted(set(hp) - known)
-        if unknown:
-            raise ChainError(f"genesis: unknown hyperparameters {unknown} (known: {sorted(known)})")
-        neurons = []
-        for i, n in enumerate(d.get("neurons", [])):
-            stake = n.get("stake", 0)
-            if type(stake) is not int or stake < 0:
-                raise ChainError(
-                    f"genesis: neuron {i} stake must be a non-negative integer (rao), got {stake!r}"
-                )
-            neurons.append(
-                GenesisNeuron(
-                    str(n["hotkey"]), stake, bool(n.get("validator_permit", False)), str(n.get("coldkey", ""))
-                )
-            )
-        if len({n.hotkey for n in neurons}) != len(neurons):
-            raise ChainError("genesis: duplicate hotkey")
-        return cls(
-            netuid=int(d["netuid"]),
-            owner=str(d["owner"]),
-            neurons=tuple(neurons),
-            hyperparameters=Hyperparameters(**hp),
-            block_time_ms=int(d.get("block_time_ms", 12_000)),
-            genesis_time_ms=int(d.get("genesis_time_ms", 0)),
-            genesis_block=int(d.get("genesis_block", 1)),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Genesis:
-        p = Path(path)
-        text = p.read_text()
-        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["neurons"] = [asdict(n) for n in self.neurons]
-        return d
-
-
-class LocalChain:
+class LocalChain(LocalCommitments):
     """The embedded chain over one SQLite file. Safe to open from several processes and threads."""
 
     def __init__(
@@ -419,57 +356,6 @@ class LocalChain:
         if app_epoch is None:
             return cbor.dumps(["local-chain/set_weights/1", *call])
         return cbor.dumps(["local-chain/set_weights/2", *call, app_epoch])
-
-    # --- commitments (the Commitments pallet's set_commitment, as validators' endpoints use it) ---
-
-    #: bytes of commitments a hotkey may publish per chain epoch (tempo); each call costs at least
-    #: COMMITMENT_MIN_COST, as the pallet's `UsedSpaceOf` / `MaxSpace` accounting does
-    COMMITMENT_SPACE = 3100
-    COMMITMENT_MIN_COST = 100
-
-    def commitment_payload(self, data: str) -> bytes:
-        """What a set_commitment signature covers (canonical CBOR, domain-separated)."""
-        return cbor.dumps(["local-chain/set_commitment/1", self.netuid, data])
-
-    def publish_endpoint(self, signer: Any, endpoint: str) -> int:
-        """`set_commitment` of one Raw field, by a registered hotkey, within its space quota."""
-        from validator_node.chain.base import EndpointRefused
-        from validator_node.chain.endpoints import MAX_COMMITMENT
-
-        if not (
-            callable(getattr(signer, "sign", None)) and isinstance(getattr(signer, "public_key", None), bytes)
-        ):
-            raise TypeError("the local chain needs a signing hotkey (wire.keys.Hotkey)")
-        hotkey = keys.ss58_of(signer.public_key)
-        size = len(endpoint.encode())
-        if size > MAX_COMMITMENT:
-            raise EndpointRefused("TooManyFieldsInCommitmentInfo", f"{size} bytes is over one Raw field")
-        payload = self.commitment_payload(endpoint)
-        signature = bytes(signer.sign(payload))
-        with self._tx():
-            block = self.current_block()
-            if self._db.execute("SELECT 1 FROM neurons WHERE hotkey = ?", (hotkey,)).fetchone() is None:
-                raise EndpointRefused("AccountNotAllowedCommit", f"{hotkey} is not registered on the subnet")
-            epoch = self.hyperparameters().epoch_of(block, self.netuid)
-            row = self._db.execute(
-                "SELECT used FROM commitment_space WHERE hotkey = ? AND epoch = ?", (hotkey, epoch)
-            ).fetchone()
-            used = (0 if row is None else int(row[0])) + max(size, self.COMMITMENT_MIN_COST)
-            if used > self.COMMITMENT_SPACE:
-                raise EndpointRefused("SpaceLimitExceeded", f"{hotkey} used its commitment space this epoch")
-            self._db.execute(
-                "INSERT OR REPLACE INTO commitment_space (hotkey, epoch, used) VALUES (?, ?, ?)",
-                (hotkey, epoch, used),
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO commitments (hotkey, block, data, signature) VALUES (?, ?, ?, ?)",
-                (hotkey, block, endpoint, signature.hex()),
-            )
-        return block
-
-    def endpoints(self) -> dict[str, str]:
-        rows = self._db.execute("SELECT hotkey, data FROM commitments ORDER BY hotkey").fetchall()
-        return {str(h): str(d) for h, d in rows}
 
     def weight_records(
         self, *, epoch: int | None = None, hotkey: str | None = None, revealed_only: bool = False

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-INCOMPLETE_EXIT = 2  # validator_node.audit.report.INCOMPLETE, without importing the engine
+from validator_node.audit.report import INCOMPLETE
 
 
 def register(sub: Any) -> None:
@@ -95,7 +95,6 @@ def _pin(args: argparse.Namespace) -> bytes | None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from validator_node.audit.chain_records import local_chain_records
     from validator_node.audit.replay import Replayer
-    from validator_node.audit.report import INCOMPLETE
     from validator_node.audit.sources import SourceError
     from validator_node.genesis import GenesisError
 
@@ -152,7 +151,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.first < 1 or args.last < args.first:
         print("validator-node audit: --from must be >= 1 and --to >= --from", file=sys.stderr)
-        return INCOMPLETE_EXIT
+        return INCOMPLETE
 
     async def main() -> dict[str, Any]:
         async with _open_source(args) as src:
@@ -162,7 +161,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         manifest = trio.run(main)
     except (ExportError, SourceError, GenesisError, OSError) as exc:
         print(f"validator-node audit: {exc}", file=sys.stderr)
-        return INCOMPLETE_EXIT
+        return INCOMPLETE
     print(
         f"exported heights {manifest['from']}..{manifest['to']} of netuid {manifest['netuid']} "
         f"(genesis {manifest['genesis_hash']}) to {args.dir}: {len(manifest['files'])} files"
