@@ -116,8 +116,9 @@ async def outsider(
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
     from dht import yamux_fixes
+    from dht.localnet import close_connections
     from validator_node.p2p.framing import FrameReader, write_frame
-    from validator_node.p2p.host import CHECKPOINT_PROTOCOL, SUBMIT_PROTOCOL, close_connections
+    from validator_node.p2p.host import CHECKPOINT_PROTOCOL, SUBMIT_PROTOCOL
 
     yamux_fixes.install()
     host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")

@@ -52,8 +52,9 @@ async def offer(
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
+    from dht.localnet import close_connections
     from validator_node.p2p.framing import FrameReader, write_frame
-    from validator_node.p2p.host import SUBMIT_PROTOCOL, close_connections
+    from validator_node.p2p.host import SUBMIT_PROTOCOL
 
     host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
     sent_at: list[float] = []

@@ -251,8 +251,9 @@ async def _request(addr: str, timeout: float) -> bytes:
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
+    from dht.localnet import close_connections
     from validator_node.p2p.framing import FrameReader, write_frame
-    from validator_node.p2p.host import CHECKPOINT_PROTOCOL, close_connections
+    from validator_node.p2p.host import CHECKPOINT_PROTOCOL
 
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")

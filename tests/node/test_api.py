@@ -336,7 +336,7 @@ def test_decided_blocks_are_served_by_the_dht(running: tuple[Path, list[devnet.D
         from libp2p.peer.peerinfo import info_from_p2p_addr
 
         from dht.kad import DhtNode
-        from validator_node.p2p.host import close_connections
+        from dht.localnet import close_connections
 
         host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
         info = info_from_p2p_addr(multiaddr.Multiaddr(vals[1].multiaddr()))

@@ -31,7 +31,7 @@ from registry.state import OP_ACTIVATE, OP_DEACTIVATE, sign_command, sign_manife
 from validator_node import devnet
 from validator_node.block import Block
 from validator_node.chain.local import LocalChain
-from validator_node.p2p.host import submit_items
+from validator_node.p2p.submit_client import submit_items
 from validator_node.p2p.submit_replies import accepted
 from validator_node.pipeline.messages import BlockBody, EpochWeights, RegistryItem
 from wire.codec import decode, encode

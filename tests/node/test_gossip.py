@@ -26,7 +26,8 @@ from validator_node.p2p.gossip import (
     split_items,
     topic_for,
 )
-from validator_node.p2p.host import ConsensusTransport, submit_items
+from validator_node.p2p.host import ConsensusTransport
+from validator_node.p2p.submit_client import submit_items
 from validator_node.pipeline.messages import Submission
 from wire.codec import encode
 from wire.envelope import seal

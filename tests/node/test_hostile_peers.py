@@ -12,6 +12,7 @@ from pathlib import Path
 
 import trio
 
+from dht.localnet import close_connections
 from validator_node import devnet
 from validator_node.p2p.attestation import attest
 from validator_node.p2p.framing import FrameReader, write_frame
@@ -19,9 +20,8 @@ from validator_node.p2p.host import (
     CHECKPOINT_PROTOCOL,
     CONSENSUS_PROTOCOL,
     SUBMIT_PROTOCOL,
-    close_connections,
-    submit_items,
 )
+from validator_node.p2p.submit_client import submit_items
 from validator_node.p2p.submit_replies import accepted
 from validator_node.pipeline.messages import Submission
 from wire.codec import encode

@@ -13,7 +13,8 @@ import hashlib
 import trio
 
 from validator_node.metrics import Metrics
-from validator_node.p2p.host import ConsensusTransport, submit_items
+from validator_node.p2p.host import ConsensusTransport
+from validator_node.p2p.submit_client import submit_items
 from validator_node.pipeline.messages import Submission
 from wire.codec import encode
 from wire.envelope import seal

@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from validator_node import devnet
-from validator_node.p2p.host import submit_items
+from validator_node.p2p.submit_client import submit_items
 from validator_node.p2p.submit_replies import accepted
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")

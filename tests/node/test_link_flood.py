@@ -17,10 +17,11 @@ import trio
 
 from consensus.crypto import seal
 from consensus.messages import ViewChange, ViewChangePacket
+from dht.localnet import close_connections
 from validator_node import devnet
 from validator_node.p2p.attestation import attest
 from validator_node.p2p.framing import FrameReader, write_frame
-from validator_node.p2p.host import CONSENSUS_PROTOCOL, close_connections
+from validator_node.p2p.host import CONSENSUS_PROTOCOL
 from wire.codec import encode
 from wire.keys import Hotkey
 

@@ -17,6 +17,7 @@ from typing import Any
 import multiaddr
 import trio
 
+from dht.localnet import close_connections
 from validator_node.metrics import Metrics
 from validator_node.p2p.attestation import attest
 from validator_node.p2p.budgets import P2PLimits
@@ -26,9 +27,8 @@ from validator_node.p2p.host import (
     CONSENSUS_PROTOCOL,
     SUBMIT_PROTOCOL,
     ConsensusTransport,
-    close_connections,
-    submit_items,
 )
+from validator_node.p2p.submit_client import submit_items
 from wire.codec import encode
 from wire.keys import Hotkey
 

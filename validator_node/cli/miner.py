@@ -29,7 +29,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def submit_command(args: argparse.Namespace) -> int:
     import trio
 
-    from validator_node.p2p.host import submit_items
+    from validator_node.p2p.submit_client import submit_items
     from wire.keys import Hotkey
 
     try:

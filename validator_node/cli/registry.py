@@ -364,7 +364,7 @@ def cmd_command(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     import trio
 
-    from validator_node.p2p.host import submit_items
+    from validator_node.p2p.submit_client import submit_items
     from validator_node.p2p.submit_replies import accepted
     from validator_node.pipeline.messages import RegistryItem
 

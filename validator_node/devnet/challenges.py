@@ -114,6 +114,6 @@ def registry_items(owner_wallet_dir: Path, owner: Any = None) -> list[bytes]:
 def publish_registry(root: Path, v: DevnetValidator, owner: Any = None) -> list[str]:
     import trio
 
-    from validator_node.p2p.host import submit_items
+    from validator_node.p2p.submit_client import submit_items
 
     return trio.run(submit_items, v.multiaddr(), registry_items(root / "wallets", owner))

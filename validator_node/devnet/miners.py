@@ -80,7 +80,7 @@ class Miners:
         miners do not know, answered from payload files."""
         import trio
 
-        from validator_node.p2p.host import submit_items
+        from validator_node.p2p.submit_client import submit_items
 
         if epoch in self.done:
             return

@@ -8,7 +8,6 @@ requests per peer, and the newest checkpoint is read off the event loop at most 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import trio
 
 from validator_node.p2p.budgets import OverLimit
-from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.framing import FrameError, FrameReader, reset_stream, write_frame
 
 log = logging.getLogger("validator_node.p2p")
 
@@ -70,7 +69,7 @@ class CheckpointServing:
                 await stream.close()  # type: ignore[attr-defined]
         except Exception as exc:
             log.debug("checkpoint stream ended: %s", exc)
-            await _reset(stream)
+            await reset_stream(stream)
 
     async def _checkpoint_reply(self, request: bytes | None) -> bytes:
         """The reply to one request on the checkpoint protocol (b"" when we have nothing):
@@ -110,8 +109,3 @@ class CheckpointServing:
         if data is not None and data.startswith(b"refused: "):  # never a checkpoint's first bytes
             raise CheckpointRefused(data.decode(errors="replace"))
         return data or None
-
-
-async def _reset(stream: object) -> None:
-    with contextlib.suppress(Exception):
-        await stream.reset()  # type: ignore[attr-defined]

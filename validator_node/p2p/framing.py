@@ -7,6 +7,7 @@ gigabytes by announcing them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 HEADER = 4
@@ -96,3 +97,9 @@ class FrameReader:
         """The next frame, or None at a clean end of stream."""
         size = await self.read_header()
         return None if size is None else await self.read_body(size)
+
+
+async def reset_stream(stream: object) -> None:
+    """Abort a stream we refuse or gave up on; a stream already gone is not an error."""
+    with contextlib.suppress(Exception):
+        await stream.reset()  # type: ignore[attr-defined]

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 import multiaddr
 import trio
 
-from dht.localnet import close_connections
 from validator_node.metrics import Metrics
 from validator_node.p2p.attestation import AttestationRefused, DuplicateHotkey, attest, check_attestation
 from validator_node.p2p.budgets import ConcurrencyLimit, P2PLimits, PeerBudgets, RateLimitedLog
@@ -42,7 +41,7 @@ from validator_node.p2p.checkpoint_server import (  # noqa: F401 - the protocol'
     CheckpointRefused,
     CheckpointServing,
 )
-from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.framing import FrameError, FrameReader, reset_stream, write_frame
 from validator_node.p2p.submit_server import SubmitServer
 from validator_node.p2p.swarm_fixes import gate_inbound_streams, release_inbound_handlers
 from wire.codec import decode, encode
@@ -217,7 +216,7 @@ class ConsensusTransport(CheckpointServing):
                 return
             except Exception:
                 pass
-        await _reset(stream)
+        await reset_stream(stream)
 
     def is_admitted(self, peer_id: str) -> bool:
         return peer_id in self.admitted
@@ -385,10 +384,10 @@ class ConsensusTransport(CheckpointServing):
             if not isinstance(exc, DuplicateHotkey):  # logged where it was found, rate-limited
                 log.warning("inbound peer %s refused: %s", remote.to_string()[:16], exc)
             self.metrics.inc("p2p_peers_refused_total", reason=getattr(exc, "reason", "bad_frame"))
-            await _reset(stream)
+            await reset_stream(stream)
         except Exception as exc:
             log.debug("inbound stream from %s ended: %s", remote, exc)
-            await _reset(stream)
+            await reset_stream(stream)
 
     async def _receive_attestation(self, reader: FrameReader, remote_peer_id: bytes) -> bytes:
         data = await reader.read_frame()
@@ -407,7 +406,7 @@ class ConsensusTransport(CheckpointServing):
         except AttestationRefused:
             # on the dialling side too: the peer has linked by now, and would keep a link that
             # nobody reads if the stream stayed open
-            await _reset(reader.stream)
+            await reset_stream(reader.stream)
             raise
         return env.signer
 
@@ -442,7 +441,7 @@ class ConsensusTransport(CheckpointServing):
         try:  # again, with no await until the link is in the book: another may have come meanwhile
             self._refuse_second_signer(hotkey, peer_id)
         except DuplicateHotkey:
-            await _reset(stream)
+            await reset_stream(stream)
             raise
         send, recv = trio.open_memory_channel[bytes](OUTBOUND_QUEUE)
         self._serial += 1
@@ -465,7 +464,7 @@ class ConsensusTransport(CheckpointServing):
             send.close()
             log.info("link with validator %s closed", hotkey.hex()[:12])
         if link.cancel.cancelled_caught:
-            await _reset(stream)
+            await reset_stream(stream)
 
     async def _pump(
         self, stream: object, reader: FrameReader, recv: trio.MemoryReceiveChannel[bytes], link: Link
@@ -509,40 +508,3 @@ def _peer_id_string(peer_id: bytes) -> str:
     from libp2p.peer.id import ID
 
     return ID(peer_id).to_string()
-
-
-async def _reset(stream: object) -> None:
-    with contextlib.suppress(Exception):
-        await stream.reset()  # type: ignore[attr-defined]
-
-
-async def submit_items(addr: str, items: list[bytes], timeout: float = 30.0) -> list[str]:
-    """Client side of the submit protocol (miners, the owner): send frames, collect the replies.
-
-    Opens a throwaway libp2p host with a fresh Ed25519 key; the items carry their own hotkey
-    signatures, so the transport identity does not matter.
-    """
-    from libp2p import new_host
-    from libp2p.crypto.ed25519 import create_new_key_pair
-    from libp2p.custom_types import TProtocol
-    from libp2p.peer.peerinfo import info_from_p2p_addr
-
-    from dht import yamux_fixes
-
-    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
-    yamux_fixes.install()
-    host = new_host(key_pair=create_new_key_pair(os.urandom(32)), muxer_preference="YAMUX")
-    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-    replies: list[str] = []
-    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        with trio.fail_after(timeout):
-            await host.connect(info)
-            stream = await host.new_stream(info.peer_id, [TProtocol(SUBMIT_PROTOCOL)])
-            reader = FrameReader(stream, 64 * 1024)
-            for data in items:
-                await write_frame(stream, data)
-                reply = await reader.read_frame()
-                replies.append("closed" if reply is None else reply.decode(errors="replace"))
-            await stream.close()
-            await close_connections(host)
-    return replies

@@ -24,7 +24,7 @@ import trio
 from dht.yamux_fixes import cap_receive_window
 from validator_node.metrics import Metrics
 from validator_node.p2p.budgets import ConcurrencyLimit, OverLimit, P2PLimits
-from validator_node.p2p.framing import FrameError, FrameReader, write_frame
+from validator_node.p2p.framing import FrameError, FrameReader, reset_stream, write_frame
 from validator_node.p2p.submit_replies import reply_for
 from wire.errors import WireError
 
@@ -92,15 +92,10 @@ class SubmitServer:
         except (FrameError, trio.TooSlowError) as exc:
             self.metrics.inc("items_refused_total", kind="bad_frame")
             log.info("submit stream refused: %s", exc)
-            await _reset(stream)
+            await reset_stream(stream)
         except Exception as exc:
             log.debug("submit stream ended: %s", exc)
-            await _reset(stream)
+            await reset_stream(stream)
         else:
             with contextlib.suppress(Exception):
                 await stream.close()  # type: ignore[attr-defined]
-
-
-async def _reset(stream: object) -> None:
-    with contextlib.suppress(Exception):
-        await stream.reset()  # type: ignore[attr-defined]
